@@ -1,0 +1,3 @@
+"""Konan: a self-hosted MLOps platform — registry, one-step deployment, monitoring, governance."""
+
+__version__ = "0.1.0"

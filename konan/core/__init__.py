@@ -1,0 +1,1 @@
+"""Settings, the error tree and shared types. Imports nothing else from konan."""

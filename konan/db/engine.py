@@ -1,0 +1,65 @@
+"""Engine and session factory built once per process from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from konan.core.settings import Settings
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the server read while the worker and monitor write; busy_timeout waits on a lock
+    # instead of failing at once; foreign keys are off by default in SQLite.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    db = settings.database if settings is not None else None
+    kwargs: dict[str, Any] = {"echo": db.echo if db else False, "future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+            kwargs["poolclass"] = StaticPool
+        engine = sa.create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.update(
+        pool_pre_ping=True,  # a restarted PostgreSQL costs one failed ping, not a failed request
+        pool_size=db.pool_size if db else 5,
+        max_overflow=db.max_overflow if db else 10,
+        pool_timeout=db.pool_timeout if db else 5.0,
+    )
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    return sa.create_engine(url, **kwargs)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+@contextmanager
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit when the block ends normally, roll back on any exception."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,73 @@
+"""Shared fixtures. Persistence runs on both backends: the embedded default (SQLite) and the
+real PostgreSQL server (127.0.0.1:5432, trust auth) — each test session gets its own fresh
+PostgreSQL database, so parallel runs never see each other's rows."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from konan.db import migrate
+from konan.db.engine import make_engine, make_session_factory
+
+PG_ADMIN_URL = os.environ.get(
+    "KONAN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("KONAN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session; dropped at the end."""
+    name = f"konan_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _reset_pg_schema(url: str) -> None:
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL on each backend (not migrated)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'konan.db'}"
+    url: str = request.getfixturevalue("pg_server_url")
+    _reset_pg_schema(url)
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database on each backend."""
+    eng = make_engine(db_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
