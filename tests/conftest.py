@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
 
+from konan.core.settings import Settings
 from konan.db import migrate
-from konan.db.engine import make_engine, make_session_factory
+from konan.db.engine import make_engine, make_session_factory, unit_of_work
+from konan.governance import service
+from konan.server.app import create_app
 
 PG_ADMIN_URL = os.environ.get(
     "KONAN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -71,3 +76,37 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
+
+
+ADMIN_PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings for an app on the parametrised database (embedded mode otherwise)."""
+    return Settings(data_dir=tmp_path / "data", database={"url": db_url})
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> Iterator[FastAPI]:
+    with unit_of_work(make_session_factory(engine)) as session:
+        service.bootstrap(session, ADMIN_PASSWORD)
+    application = create_app(settings)
+    yield application
+    application.state.konan.engine.dispose()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_token(client: TestClient) -> str:
+    response = client.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token

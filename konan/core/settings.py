@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,7 +34,11 @@ ENV_PREFIX = "KONAN_"
 CONFIG_FILE_ENV = "KONAN_CONFIG_FILE"
 
 
-class DatabaseSettings(BaseModel):
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
     url: str | None = Field(
         default=None, description="SQLAlchemy URL; embedded default: sqlite file in data_dir"
     )
@@ -44,7 +48,7 @@ class DatabaseSettings(BaseModel):
     echo: bool = False
 
 
-class ArtifactSettings(BaseModel):
+class ArtifactSettings(_Section):
     uri: str | None = Field(
         default=None,
         description="a folder path (file://… or plain) or s3://bucket/prefix; default: data_dir/artifacts",
@@ -55,21 +59,22 @@ class ArtifactSettings(BaseModel):
     s3_secret_access_key: SecretStr | None = None
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(_Section):
     broker_url: str | None = Field(default=None, description="default: a SQLite broker in data_dir")
     result_backend: str | None = None
     # Seconds a task may stay unacknowledged before the broker hands it to another worker.
     # Must exceed the longest task (builds, retrains) or they run twice.
     visibility_timeout: int = Field(default=3600, ge=10)
+    name: str = Field(default="konan", pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="queue name")
     worker_concurrency: int = Field(default=2, ge=1)
 
 
-class RuntimeSettings(BaseModel):
+class RuntimeSettings(_Section):
     kind: Literal["local", "docker", "kubernetes"] = "local"
     namespace: str = "konan"
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(_Section):
     secret_key: SecretStr | None = Field(
         default=None, description="JWT signing key; embedded default: generated once into data_dir"
     )
@@ -77,7 +82,7 @@ class AuthSettings(BaseModel):
     refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = None
@@ -85,7 +90,7 @@ class ServerSettings(BaseModel):
     rate_limit_enabled: bool = True
 
 
-class MonitoringSettings(BaseModel):
+class MonitoringSettings(_Section):
     spool_dir: Path | None = None
     raw_retention_days: int = Field(default=30, ge=1)
     ingest_batch_size: int = Field(default=1000, ge=1)

@@ -48,6 +48,10 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # Every domain's mappings must be loaded before the first flush: a foreign key names a table
+    # of another domain that this process may not have imported yet.
+    import konan.db.metadata  # noqa: F401
+
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
 
 

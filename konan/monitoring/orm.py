@@ -23,9 +23,7 @@ class PredictionLog(Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     request_id: Mapped[str] = mapped_column(sa.String(64))
-    deployment_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("deployments.id", ondelete="CASCADE")
-    )
+    deployment_id: Mapped[int] = mapped_column(sa.ForeignKey("deployments.id", ondelete="CASCADE"))
     model_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.id"))
     role: Mapped[str] = mapped_column(sa.String(10), default="champion")  # champion|canary|shadow
     at: Mapped[datetime]
@@ -68,7 +66,9 @@ class Alert(Base):
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    rule_id: Mapped[int | None] = mapped_column(sa.ForeignKey("alert_rules.id", ondelete="SET NULL"))
+    rule_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("alert_rules.id", ondelete="SET NULL")
+    )
     deployment_id: Mapped[int] = mapped_column(
         sa.ForeignKey("deployments.id", ondelete="CASCADE"), index=True
     )

@@ -1,1 +1,1 @@
-
+"""Celery worker entry: registers every domain's tasks and the periodic schedule."""

@@ -1,0 +1,3 @@
+from konan.cli.main import app
+
+app(prog_name="konan")

@@ -1,0 +1,32 @@
+"""The `konan` command."""
+
+from __future__ import annotations
+
+import typer
+
+from konan import __version__
+from konan.cli import services
+from konan.cli.admin import admin_app
+from konan.cli.up import up
+
+app = typer.Typer(
+    name="konan",
+    help="Konan: from a trained model to a secured, monitored prediction API.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command()(up)
+app.command()(services.server)
+app.command()(services.worker)
+app.command()(services.monitor)
+app.add_typer(admin_app, name="admin")
+
+
+@app.command()
+def version() -> None:
+    """Print Konan's version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""Control-plane composition root: `create_app(settings)` turns settings into a FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from konan import __version__
+from konan.core.settings import Settings, load_settings
+from konan.db import migrate
+from konan.db.engine import make_engine, make_session_factory
+from konan.governance.api import auth_router
+from konan.server import health
+from konan.server.errors import install_error_handlers
+from konan.server.state import AppState
+
+log = logging.getLogger("konan.server")
+
+API_PREFIX = "/api/v1"
+FRONTEND_DIST = Path(__file__).resolve().parents[2] / "frontend" / "dist"
+
+
+def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
+    settings = settings or load_settings()
+    engine = make_engine(settings.database_url, settings)
+    if check_schema:
+        try:
+            migrate.ensure_current(engine)  # refuse to serve an old schema; names the command
+        except Exception:
+            engine.dispose()
+            raise
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        jwt_secret=settings.jwt_secret(),
+    )
+
+    app = FastAPI(
+        title="Konan",
+        version=__version__,
+        description="Self-hosted MLOps: registry, deployments, monitoring, governance.",
+        openapi_url="/openapi.json",
+    )
+    app.state.konan = state
+    install_error_handlers(app)
+
+    app.include_router(health.router)
+    app.include_router(auth_router, prefix=API_PREFIX)
+
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
+        app, endpoint="/metrics", include_in_schema=False
+    )
+
+    _mount_dashboard(app)
+    return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    try:
+        from konan.server.spa import mount_spa
+    except ImportError:  # the dashboard module is optional for API-only deployments
+        return
+    mount_spa(app, FRONTEND_DIST)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (`konan server`): settings from KONAN_* env vars."""
+    return create_app(load_settings())

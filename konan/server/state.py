@@ -1,0 +1,28 @@
+"""What one server process holds: settings and the objects built from them, once, at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from konan.core.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    jwt_secret: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def celery(self) -> Any:
+        """The Celery app used to send tasks (built on first use: the broker may start later)."""
+        from konan.backends.queue.celery_app import make_celery
+
+        return make_celery(self.settings)

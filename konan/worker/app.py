@@ -1,0 +1,98 @@
+"""Worker composition root: the Celery app with every domain's tasks and the periodic schedule."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+from celery.signals import worker_ready, worker_shutdown
+
+from konan.backends.queue.celery_app import make_celery
+from konan.backends.queue.context import TaskContext, set_task_context
+from konan.core.settings import Settings
+from konan.db import heartbeats
+from konan.db.engine import make_engine, make_session_factory, unit_of_work
+
+log = logging.getLogger("konan.worker")
+
+HEARTBEAT_SECONDS = 5.0
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "expire-approvals": {
+        "task": "konan.governance.expire_approvals",
+        "schedule": 60.0,
+    },
+    "purge-prediction-logs": {
+        "task": "konan.monitoring.purge_prediction_logs",
+        "schedule": crontab(hour="3", minute="17"),
+    },
+}
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    app = make_celery(settings, include_tasks=True)
+    app.conf.beat_schedule = BEAT_SCHEDULE
+    return app
+
+
+class _Heartbeat:
+    """Tells /readyz this worker is alive: one upsert every few seconds, removed on clean stop."""
+
+    def __init__(self, context: TaskContext) -> None:
+        self.context = context
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="konan-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with unit_of_work(self.context.session_factory) as session:
+                    heartbeats.beat(session, "worker")
+            except Exception as exc:  # the database may be restarting; try again next beat
+                log.warning("worker heartbeat failed: %s", type(exc).__name__)
+            self.stop.wait(HEARTBEAT_SECONDS)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        try:
+            with unit_of_work(self.context.session_factory) as session:
+                heartbeats.forget(session, "worker")
+        except Exception:
+            log.warning("could not remove the worker heartbeat")
+
+
+def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
+    engine = make_engine(settings.database_url, settings)
+    context = TaskContext(settings, make_session_factory(engine))
+    set_task_context(context)
+    heartbeat = _Heartbeat(context)
+
+    def _on_ready(**_: Any) -> None:
+        heartbeat.thread.start()
+
+    def _on_shutdown(**_: Any) -> None:
+        heartbeat.close()
+
+    worker_ready.connect(_on_ready, weak=False)
+    worker_shutdown.connect(_on_shutdown, weak=False)
+
+    app = create_worker_app(settings)
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        # Threads: tasks orchestrate I/O (database, stores, runtimes); CPU-heavy work such as
+        # model validation and training runs in child processes the task starts itself.
+        "--pool=threads",
+        f"--concurrency={concurrency or settings.queue.worker_concurrency}",
+        f"--queues={settings.queue.name}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.data_dir.resolve() / 'celerybeat-schedule'}"]
+    app.worker_main(argv)
