@@ -1,7 +1,7 @@
 """Konan: a self-hosted MLOps platform — registry, one-step deployment, monitoring, governance.
 
-    import konan
-    client = konan.Client("http://127.0.0.1:8000", token)
+import konan
+client = konan.Client("http://127.0.0.1:8000", token)
 """
 
 from __future__ import annotations

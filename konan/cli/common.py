@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,13 +17,13 @@ err_console = Console(stderr=True)
 
 def settings_from(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if data_dir is not None:
-        os.environ["KONAN_DATA_DIR"] = str(data_dir)
+        overrides["data_dir"] = data_dir
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
         fail(exc.detail)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = 2) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)

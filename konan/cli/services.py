@@ -51,7 +51,9 @@ def server(
 
 
 def worker(
-    beat: Annotated[bool, typer.Option(help="also run the periodic scheduler (one per site)")] = False,
+    beat: Annotated[
+        bool, typer.Option(help="also run the periodic scheduler (one per site)")
+    ] = False,
     concurrency: Annotated[int | None, typer.Option(help="task threads")] = None,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
     data_dir: DataDir = None,

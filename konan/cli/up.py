@@ -36,7 +36,9 @@ def _prepare(settings: Settings) -> str | None:
     engine = make_engine(settings.database_url, settings)
     try:
         migrate.upgrade(engine)
-        admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        admin_password = (
+            settings.admin_password.get_secret_value() if settings.admin_password else None
+        )
         with unit_of_work(make_session_factory(engine)) as session:
             result = service.bootstrap(session, admin_password)
     finally:
@@ -121,7 +123,9 @@ def up(
             err_console.print(f"[bold red]error:[/] the server did not answer {url}/healthz")
             exit_code = 1
             return
-        console.print(f"[bold green]Konan is running[/] — dashboard and API at [link={url}]{url}[/]")
+        console.print(
+            f"[bold green]Konan is running[/] — dashboard and API at [link={url}]{url}[/]"
+        )
         console.print(f"Data in {settings.data_dir.resolve()}. Press Ctrl-C to stop.")
         while True:
             for name, proc in procs.items():

@@ -82,6 +82,13 @@ class DependencyUnavailable(KonanError):
     status = 503
 
 
+class ArtifactIntegrityError(KonanError):
+    """Stored bytes no longer hash to their digest: the artifact must not be served."""
+
+    code = "artifact_integrity_error"
+    status = 500
+
+
 class SchemaOutOfDate(ConfigError):
     code = "schema_out_of_date"
 

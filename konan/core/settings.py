@@ -1,4 +1,4 @@
-"""Konan's settings: one typed tree read from `KONAN_*` env vars, an optional TOML file and defaults.
+"""Konan's settings: one typed tree from `KONAN_*` env vars, an optional TOML file and defaults.
 
 Two modes share the same code:
 
@@ -7,9 +7,11 @@ Two modes share the same code:
 * ``scale-out``: PostgreSQL, Redis and S3. Every URL and secret must be given explicitly; a missing
   one fails at start with the env var to set.
 
-Nested sections use ``__``: ``KONAN_DATABASE__URL``, ``KONAN_ARTIFACTS__URI``, ``KONAN_RUNTIME__KIND``.
+Nested sections use ``__``: ``KONAN_DATABASE__URL``, ``KONAN_ARTIFACTS__URI``,
+``KONAN_RUNTIME__KIND``.
 A config file is read from ``KONAN_CONFIG_FILE`` (TOML, same keys as the sections below).
-Only composition roots (server, worker, serving, CLI) build a ``Settings``; nothing here runs at import.
+Only composition roots (server, worker, serving, CLI) build a ``Settings``; nothing here runs at
+import.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class DatabaseSettings(_Section):
 class ArtifactSettings(_Section):
     uri: str | None = Field(
         default=None,
-        description="a folder path (file://… or plain) or s3://bucket/prefix; default: data_dir/artifacts",
+        description="folder path, file:// or s3://bucket/prefix; default: data_dir/artifacts",
     )
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
@@ -65,7 +67,9 @@ class QueueSettings(_Section):
     # Seconds a task may stay unacknowledged before the broker hands it to another worker.
     # Must exceed the longest task (builds, retrains) or they run twice.
     visibility_timeout: int = Field(default=3600, ge=10)
-    name: str = Field(default="konan", pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="queue name")
+    name: str = Field(
+        default="konan", pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="queue name"
+    )
     worker_concurrency: int = Field(default=2, ge=1)
 
 
@@ -193,7 +197,15 @@ class Settings(BaseSettings):
             "KONAN_MODE": self.mode,
             "KONAN_DATA_DIR": str(self.data_dir.resolve()),
         }
-        for section in ("database", "artifacts", "queue", "runtime", "auth", "server", "monitoring"):
+        for section in (
+            "database",
+            "artifacts",
+            "queue",
+            "runtime",
+            "auth",
+            "server",
+            "monitoring",
+        ):
             model: BaseModel = getattr(self, section)
             for name, value in model.model_dump(exclude_defaults=True).items():
                 if isinstance(value, SecretStr):

@@ -32,7 +32,9 @@ def instance_name() -> str:
 def beat(session: Session, component: str, instance: str | None = None) -> None:
     row = session.get(Heartbeat, (component, instance or instance_name()))
     if row is None:
-        session.add(Heartbeat(component=component, instance=instance or instance_name(), seen_at=utcnow()))
+        session.add(
+            Heartbeat(component=component, instance=instance or instance_name(), seen_at=utcnow())
+        )
     else:
         row.seen_at = utcnow()
 

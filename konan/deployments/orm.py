@@ -45,9 +45,7 @@ class DeploymentRevision(TimestampMixin, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("deployments.id", ondelete="CASCADE")
-    )
+    deployment_id: Mapped[int] = mapped_column(sa.ForeignKey("deployments.id", ondelete="CASCADE"))
     revision: Mapped[int]
     champion_version_id: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.id"))
     canary_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("model_versions.id"))

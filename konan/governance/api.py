@@ -8,7 +8,13 @@ from fastapi import APIRouter, Response
 
 from konan.core.errors import Unauthenticated
 from konan.governance import audit, repository, service
-from konan.governance.schemas import LoginRequest, MeRead, ProjectRoleRead, RefreshRequest, TokenPair
+from konan.governance.schemas import (
+    LoginRequest,
+    MeRead,
+    ProjectRoleRead,
+    RefreshRequest,
+    TokenPair,
+)
 from konan.server.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -22,7 +28,13 @@ auth_router = APIRouter(prefix="/auth", tags=["auth"])
 
 def _set_session_cookies(response: Response, token: str, max_age: int, secure: bool) -> None:
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+        path="/",
     )
     # Double-submit CSRF token: readable by the dashboard's JS, echoed in X-CSRF-Token.
     response.set_cookie(
@@ -42,7 +54,9 @@ def _secure_cookies(state: StateDep) -> bool:
 
 
 @auth_router.post("/login", response_model=TokenPair)
-def login(body: LoginRequest, response: Response, session: SessionDep, state: StateDep) -> TokenPair:
+def login(
+    body: LoginRequest, response: Response, session: SessionDep, state: StateDep
+) -> TokenPair:
     auth = state.settings.auth
     issued = service.login(
         session,

@@ -92,7 +92,10 @@ def _iter_events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
     last_id = 0
     while True:
         rows = session.scalars(
-            sa.select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+            sa.select(AuditEvent)
+            .where(AuditEvent.id > last_id)
+            .order_by(AuditEvent.id)
+            .limit(batch)
         ).all()
         if not rows:
             return

@@ -61,9 +61,7 @@ class ProjectMember(Base):
 api_key_deployments = sa.Table(
     "api_key_deployments",
     Base.metadata,
-    sa.Column(
-        "api_key_id", sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
-    ),
+    sa.Column("api_key_id", sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
     sa.Column(
         "deployment_id", sa.ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
     ),
@@ -79,9 +77,7 @@ class ApiKey(TimestampMixin, Base):
     # sha256 of the full secret; the secret itself is shown once and never stored.
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     owner_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
-    project_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("projects.id", ondelete="CASCADE")
-    )
+    project_id: Mapped[int | None] = mapped_column(sa.ForeignKey("projects.id", ondelete="CASCADE"))
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

@@ -53,7 +53,9 @@ def bootstrap(session: Session, admin_password: str | None) -> BootstrapResult:
     generated = None
     if not admin_password:
         generated = admin_password = secrets.token_urlsafe(18)
-    admin = User(username=ADMIN_USERNAME, password_hash=hash_password(admin_password), is_admin=True)
+    admin = User(
+        username=ADMIN_USERNAME, password_hash=hash_password(admin_password), is_admin=True
+    )
     session.add(admin)
     session.flush()
     default = repository.project_by_name(session, repository.DEFAULT_PROJECT)
@@ -143,9 +145,7 @@ def refresh(
 def logout_everywhere(session: Session, user: User, actor: Actor) -> None:
     """Every token issued so far to this user stops working."""
     user.token_version += 1
-    audit.record(
-        session, actor=actor, action="user.logout", object_type="user", object_id=user.id
-    )
+    audit.record(session, actor=actor, action="user.logout", object_type="user", object_id=user.id)
 
 
 def expire_approvals(session: Session, batch: int = 500) -> int:

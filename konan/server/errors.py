@@ -1,4 +1,4 @@
-"""The one place where exceptions become HTTP answers: `{"detail": …, "code": …}`, no stack traces."""
+"""Where exceptions become HTTP answers: `{"detail": …, "code": …}`, never a stack trace."""
 
 from __future__ import annotations
 

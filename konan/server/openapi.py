@@ -1,6 +1,6 @@
 """Print the OpenAPI document (for the dashboard's generated TypeScript types).
 
-    python -m konan.server.openapi > frontend/openapi.json
+python -m konan.server.openapi > frontend/openapi.json
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_config_file_is_read_and_env_wins_over_it(
     monkeypatch.setenv("KONAN_SERVER__PORT", "9002")
     s = load_settings()
     assert s.runtime.kind == "docker"
-    assert s.server.host == "0.0.0.0"
+    assert s.server.host == "0.0.0.0"  # noqa: S104 - a value read back, nothing binds
     assert s.server.port == 9002
 
 
@@ -87,7 +87,9 @@ def test_embedded_jwt_secret_is_generated_once_and_private(tmp_path: Path) -> No
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
-def test_child_env_reproduces_the_same_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_env_reproduces_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = load_settings(data_dir=tmp_path, queue={"name": "q1"}, server={"port": 9100})
     for key, value in s.child_env().items():
         monkeypatch.setenv(key, value)

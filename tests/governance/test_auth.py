@@ -18,7 +18,8 @@ def test_login_returns_a_token_pair_and_sets_the_dashboard_cookies(client: TestC
     body = response.json()  # type: ignore[attr-defined]
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
-    assert body["access_token"] and body["refresh_token"]
+    assert body["access_token"]
+    assert body["refresh_token"]
     cookies = response.headers.get_list("set-cookie")  # type: ignore[attr-defined]
     session_cookie = next(c for c in cookies if c.startswith("konan_session="))
     assert "HttpOnly" in session_cookie
@@ -55,7 +56,10 @@ def test_refresh_token_is_not_an_access_token(client: TestClient) -> None:
     renewed = client.post("/api/v1/auth/refresh", json={"refresh_token": refresh})
     assert renewed.status_code == 200
     access = renewed.json()["access_token"]
-    assert client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+    assert (
+        client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {access}"}).status_code
+        == 200
+    )
 
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestClient) -> None:

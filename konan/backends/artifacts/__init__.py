@@ -5,7 +5,6 @@ importing this package never pulls in boto3.
 """
 
 from konan.backends.artifacts.base import (
-    ArtifactIntegrityError,
     ArtifactStore,
     StoredArtifact,
     content_key,
@@ -13,6 +12,7 @@ from konan.backends.artifacts.base import (
 )
 from konan.backends.artifacts.factory import artifact_store_from_settings
 from konan.backends.artifacts.local import LocalArtifactStore
+from konan.core.errors import ArtifactIntegrityError
 
 __all__ = [
     "ArtifactIntegrityError",

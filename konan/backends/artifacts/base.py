@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, ClassVar, Self
+from typing import BinaryIO, Self
 
-from konan.core.errors import InvalidInput, KonanError, PayloadTooLarge
+from konan.core.errors import InvalidInput, PayloadTooLarge
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read from a stream at a time; bounds the memory a put or a hash check uses."""
@@ -28,13 +28,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 class StoredArtifact:
     sha256: str
     size: int
-
-
-class ArtifactIntegrityError(KonanError):
-    """Stored bytes do not hash to the digest they are stored under (corruption or tampering)."""
-
-    code: ClassVar[str] = "artifact_integrity_error"
-    status: ClassVar[int] = 500
 
 
 def validate_sha256(value: object) -> str:

@@ -28,7 +28,6 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from konan.backends.artifacts.base import (
-    ArtifactIntegrityError,
     ArtifactStore,
     StoredArtifact,
     content_key,
@@ -37,7 +36,12 @@ from konan.backends.artifacts.base import (
     sha256_of_file,
     validate_sha256,
 )
-from konan.core.errors import ConfigError, DependencyUnavailable, NotFound
+from konan.core.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    DependencyUnavailable,
+    NotFound,
+)
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 8 * 1024 * 1024

@@ -56,12 +56,12 @@ def make_celery(settings: Settings, *, include_tasks: bool = False) -> Celery:
 
 
 def broker_reachable(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     url = settings.broker_url
     kind = url.split("://", 1)[0]
     try:
-        with Connection(url, connect_timeout=timeout) as conn:
+        with Connection(url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:
         return False, f"{kind} broker unreachable ({type(exc).__name__})"
