@@ -1,5 +1,5 @@
 import { defineConfig, devices } from "@playwright/test";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,6 +20,10 @@ const repo = resolve(here, "..");
 const konanBin = process.env.KONAN_BIN ?? join(repo, ".venv/bin/konan");
 const port = Number(process.env.KONAN_E2E_PORT ?? 8765);
 const baseURL = `http://127.0.0.1:${port}`;
+
+if (!existsSync(join(here, "dist/index.html"))) {
+  throw new Error("frontend/dist has no build: run `npm run build` before `npm run e2e`");
+}
 
 // The config is loaded again in every worker process; the env var keeps it to one data dir per run.
 // The dir is left in place after the run so its database and logs can be read when a test fails.
