@@ -1,0 +1,77 @@
+"""Prometheus metrics of the prediction-log pipeline.
+
+Producer-side metrics (spooled, shed, spool bytes, replayed) move in model-server processes;
+consumer-side metrics (ingested, duplicates, dead-lettered, lag, backlog) in the monitor. Both
+live on the default registry, so each process's `/metrics` shows its own half.
+
+Collectors are module-level singletons. `_get_or_create` returns the collector already on the
+registry when this module is loaded a second time in one process (``importlib.reload``, a test
+harness importing by path), instead of failing with "Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+def _get_or_create(kind: type[_M], name: str, documentation: str, **kwargs: Any) -> _M:
+    try:
+        return kind(name, documentation, **kwargs)
+    except ValueError:
+        # Already registered by an earlier load of this module: reuse it.
+        existing = REGISTRY._names_to_collectors.get(name)
+        if isinstance(existing, kind):
+            return existing
+        raise
+
+
+INGESTED = _get_or_create(
+    Counter, "konan_monitor_ingested", "Prediction records inserted into prediction_logs."
+)
+DUPLICATES = _get_or_create(
+    Counter,
+    "konan_monitor_duplicates",
+    "Prediction records skipped because (request_id, role) was already stored (a replay).",
+)
+DEAD_LETTERED = _get_or_create(
+    Counter,
+    "konan_monitor_dead_lettered",
+    "Prediction records moved to the dead-letter store instead of prediction_logs.",
+    labelnames=("reason",),
+)
+LAG_SECONDS = _get_or_create(
+    Gauge,
+    "konan_monitor_lag_seconds",
+    "Age of the oldest record in the last batch the monitor committed.",
+)
+BACKLOG = _get_or_create(
+    Gauge,
+    "konan_monitor_backlog_records",
+    "Records waiting in the log stream (spool segments or Redis group lag + pending).",
+)
+SPOOLED = _get_or_create(
+    Counter,
+    "konan_log_spooled",
+    "Prediction records written to the local on-disk spool by a producer.",
+)
+REPLAYED = _get_or_create(
+    Counter,
+    "konan_log_replayed",
+    "Spooled prediction records forwarded to the log stream after it came back.",
+)
+SHED = _get_or_create(
+    Counter,
+    "konan_log_shed",
+    "Prediction records a producer could not accept (queue full, spool full, unencodable, closed).",
+    labelnames=("reason",),
+)
+SPOOL_BYTES = _get_or_create(
+    Gauge,
+    "konan_log_spool_bytes",
+    "Bytes held in the local spool (open and sealed segments), as last measured by its writer.",
+)

@@ -1,0 +1,152 @@
+"""ingest(): what lands in prediction_logs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from konan.db.engine import unit_of_work
+from konan.monitoring.ingest import (
+    DATABASE_REJECTED,
+    INVALID,
+    UNKNOWN_DEPLOYMENT,
+    UNKNOWN_MODEL_VERSION,
+    ingest,
+)
+from konan.monitoring.orm import PredictionLog
+
+from ._support import record
+from .conftest import Refs, stored
+
+
+def test_records_are_stored_with_their_minute_bucket(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    rec = record(1, refs.deployment_id, refs.model_version_id, at=1_700_000_125.75)
+    with unit_of_work(session_factory) as session:
+        result = ingest(session, [rec])
+    assert (result.inserted, result.duplicates, result.rejected) == (1, 0, [])
+
+    with session_factory() as session:
+        row = session.scalars(sa.select(PredictionLog)).one()
+    assert row.request_id == rec["request_id"]
+    assert row.deployment_id == refs.deployment_id
+    assert row.model_version_id == refs.model_version_id
+    assert row.role == "champion"
+    assert row.at == datetime.fromtimestamp(rec["at"], UTC)
+    assert row.bucket_start == 1_700_000_100  # 1_700_000_126.75 floored to the minute
+    assert row.bucket_start % 60 == 0
+    assert row.inputs == rec["inputs"]
+    assert row.outputs == rec["outputs"]
+    assert (row.latency_ms, row.status_code, row.error) == (1.5, 200, None)
+
+
+def test_ingesting_the_same_records_again_stores_nothing_new(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    batch = [record(i, refs.deployment_id) for i in range(5)]
+    with unit_of_work(session_factory) as session:
+        first = ingest(session, batch)
+    with unit_of_work(session_factory) as session:
+        again = ingest(session, [*batch[2:], record(9, refs.deployment_id)])
+
+    assert (first.inserted, first.duplicates) == (5, 0)
+    assert (again.inserted, again.duplicates) == (1, 3)
+    assert len(stored(session_factory)) == 6
+
+
+def test_one_request_is_stored_once_per_role(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    champion = record(1, refs.deployment_id)
+    shadow = record(1, refs.deployment_id, role="shadow")
+    with unit_of_work(session_factory) as session:
+        result = ingest(session, [champion, shadow, champion])
+
+    assert (result.inserted, result.duplicates) == (2, 1)
+    assert sorted(stored(session_factory)) == [("req-000001", "champion"), ("req-000001", "shadow")]
+
+
+def test_bad_records_are_rejected_and_the_rest_land(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    good = [record(i, refs.deployment_id, refs.model_version_id) for i in range(3)]
+    unknown_deployment = record(10, refs.deployment_id + 1000)
+    unknown_version = record(11, refs.deployment_id, refs.model_version_id + 1000)
+    bad_role = {**record(12, refs.deployment_id), "role": "primary"}
+    bad_time = {**record(13, refs.deployment_id), "at": "yesterday"}
+    millis = {**record(14, refs.deployment_id), "at": 1_700_000_000_000.0}
+    no_request_id = {**record(15, refs.deployment_id), "request_id": ""}
+    not_an_object = ["req-16", refs.deployment_id]
+    batch = [
+        good[0],
+        unknown_deployment,
+        unknown_version,
+        good[1],
+        bad_role,
+        bad_time,
+        millis,
+        no_request_id,
+        not_an_object,
+        good[2],
+    ]
+
+    with unit_of_work(session_factory) as session:
+        result = ingest(session, batch)
+
+    assert result.inserted == 3
+    assert {(r.index, r.reason) for r in result.rejected} == {
+        (1, UNKNOWN_DEPLOYMENT),
+        (2, UNKNOWN_MODEL_VERSION),
+        (4, INVALID),
+        (5, INVALID),
+        (6, INVALID),
+        (7, INVALID),
+        (8, INVALID),
+    }
+    assert "role" in next(r.detail for r in result.rejected if r.index == 4)
+    assert [r for r, _ in stored(session_factory)] == [g["request_id"] for g in good]
+
+
+def test_nul_characters_are_stored_replaced_rather_than_failing_the_batch(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    # PostgreSQL text and JSONB refuse NUL; the record must still be kept.
+    nul = {
+        **record(1, refs.deployment_id),
+        "inputs": [{"name\x00": "a\x00b"}],
+        "error": "boom\x00",
+    }
+    with unit_of_work(session_factory) as session:
+        result = ingest(session, [nul, record(2, refs.deployment_id)])
+
+    assert (result.inserted, result.rejected) == (2, [])
+    with session_factory() as session:
+        row = session.scalars(
+            sa.select(PredictionLog).where(PredictionLog.request_id == "req-000001")
+        ).one()
+    assert row.inputs == [{"name\ufffd": "a\ufffdb"}]
+    assert row.error == "boom\ufffd"
+
+
+def test_a_record_the_database_refuses_is_rejected_alone(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    # Records from the stream cannot hold NaN (orjson writes null), but a direct caller can:
+    # PostgreSQL's JSONB refuses it, SQLite keeps it. Either way the batch survives.
+    odd = {**record(1, refs.deployment_id), "outputs": {"predictions": [float("nan")]}}
+    with unit_of_work(session_factory) as session:
+        dialect = session.get_bind().dialect.name
+        result = ingest(
+            session, [record(0, refs.deployment_id), odd, record(2, refs.deployment_id)]
+        )
+
+    kept = [r for r, _ in stored(session_factory)]
+    if dialect == "postgresql":
+        assert [(r.index, r.reason) for r in result.rejected] == [(1, DATABASE_REJECTED)]
+        assert kept == ["req-000000", "req-000002"]
+    else:
+        assert result.rejected == []
+        assert kept == ["req-000000", "req-000001", "req-000002"]
