@@ -8,10 +8,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import sqlalchemy as sa
+from botocore.config import Config
 from fastapi import FastAPI
+from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
@@ -110,3 +114,55 @@ def admin_token(client: TestClient) -> str:
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+ACCESS_KEY = "konan-test-access"
+SECRET_KEY = "konan-test-secret-do-not-print"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        # stop() shuts the serve loop down but leaves the listening socket open.
+        if server._server is not None:
+            server._server.server_close()
+
+
+@pytest.fixture(scope="session")
+def s3_admin(s3_endpoint: str) -> Iterator[Any]:
+    """A plain boto3 client for looking at the bucket behind the store's back."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def bucket(s3_admin: Any) -> Iterator[str]:
+    name = f"konan-test-{uuid.uuid4().hex[:12]}"
+    s3_admin.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for page in s3_admin.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for obj in page.get("Contents", []):
+                s3_admin.delete_object(Bucket=name, Key=obj["Key"])
+        for upload in s3_admin.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3_admin.abort_multipart_upload(
+                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        s3_admin.delete_bucket(Bucket=name)

@@ -7,6 +7,7 @@ import typer
 from konan import __version__
 from konan.cli import services
 from konan.cli.admin import admin_app
+from konan.cli.registry import datasets_app, login, models_app
 from konan.cli.up import up
 
 app = typer.Typer(
@@ -19,6 +20,9 @@ app.command()(up)
 app.command()(services.server)
 app.command()(services.worker)
 app.command()(services.monitor)
+app.command()(login)
+app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(admin_app, name="admin")
 
 

@@ -16,6 +16,7 @@ import.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import cached_property
@@ -71,6 +72,8 @@ class QueueSettings(_Section):
         default="konan", pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="queue name"
     )
     worker_concurrency: int = Field(default=2, ge=1)
+    # Periodic work (Celery beat): how often pending approvals are checked for expiry.
+    expire_approvals_every_seconds: float = Field(default=60.0, ge=1)
 
 
 class RuntimeSettings(_Section):
@@ -90,8 +93,19 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = None
-    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_json_bytes: int = Field(default=16 * 1024**2, ge=1024, description="JSON body limit")
     rate_limit_enabled: bool = True
+
+
+class RegistrySettings(_Section):
+    max_artifact_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_dataset_bytes: int = Field(default=2 * 1024**3, ge=1)
+    # skops types every upload may load (beyond skops' own safe set), e.g. a site-wide
+    # custom transformer; an admin may also vouch for extra types on one upload.
+    skops_trusted_types: list[str] = Field(default_factory=list)
+    sandbox_timeout_seconds: float = Field(default=120.0, gt=0)
+    sandbox_memory_mb: int = Field(default=2048, ge=256)
+    sample_rows: int = Field(default=200, ge=1, le=500)
 
 
 class MonitoringSettings(_Section):
@@ -118,6 +132,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     auth: AuthSettings = AuthSettings()
     server: ServerSettings = ServerSettings()
+    registry: RegistrySettings = RegistrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
@@ -176,6 +191,11 @@ class Settings(BaseSettings):
         return f"db+sqlite:///{self.data_dir.resolve() / 'results.db'}"
 
     @cached_property
+    def tmp_dir(self) -> Path:
+        """Private scratch space for uploads and validation (same disk as the data)."""
+        return self.data_dir.resolve() / "tmp"
+
+    @cached_property
     def spool_dir(self) -> Path:
         return self.monitoring.spool_dir or self.data_dir.resolve() / "spool"
 
@@ -212,6 +232,8 @@ class Settings(BaseSettings):
                     value = value.get_secret_value()
                 if value is None:
                     continue
+                if isinstance(value, list | dict):
+                    value = json.dumps(value)
                 env[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = str(value)
         if self.admin_password is not None:
             env["KONAN_ADMIN_PASSWORD"] = self.admin_password.get_secret_value()

@@ -1,4 +1,5 @@
-"""Auth routes: login (token pair + dashboard cookie), refresh, logout, me."""
+"""Governance routes: auth (login with token pair + dashboard cookie, refresh, logout, me),
+projects and their members, users."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from fastapi import APIRouter, Response
 
 from konan.core.errors import Unauthenticated
 from konan.governance import audit, repository, service
+from konan.governance.permissions import Action, visible_project, visible_project_ids
 from konan.governance.schemas import (
     LoginRequest,
+    MemberRead,
+    MemberSet,
     MeRead,
+    ProjectCreate,
+    ProjectRead,
     ProjectRoleRead,
     RefreshRequest,
     TokenPair,
+    UserCreate,
+    UserRead,
 )
 from konan.server.deps import (
     CSRF_COOKIE,
@@ -120,4 +128,64 @@ def me(principal: PrincipalDep, session: SessionDep) -> MeRead:
         username=principal.username,
         is_admin=principal.is_admin,
         projects=projects,
+    )
+
+
+projects_router = APIRouter(tags=["projects"])
+
+
+@projects_router.post("/projects", response_model=ProjectRead, status_code=201)
+def create_project(
+    body: ProjectCreate, principal: PrincipalDep, session: SessionDep
+) -> ProjectRead:
+    project = service.create_project(session, principal.user, body.name, body.description)
+    return ProjectRead(
+        id=project.id,
+        name=project.name,
+        description=project.description,
+        role=None,
+        created_at=project.created_at,
+    )
+
+
+@projects_router.get("/projects", response_model=list[ProjectRead])
+def list_projects(principal: PrincipalDep, session: SessionDep) -> list[ProjectRead]:
+    ids = visible_project_ids(session, principal.user)
+    return [
+        ProjectRead(
+            id=p.id,
+            name=p.name,
+            description=p.description,
+            role=repository.member_role(session, p.id, principal.id),
+            created_at=p.created_at,
+        )
+        for p in repository.list_projects(session, ids)
+    ]
+
+
+@projects_router.put("/projects/{project}/members", response_model=MemberRead)
+def set_member(
+    project: str, body: MemberSet, principal: PrincipalDep, session: SessionDep
+) -> MemberRead:
+    target = visible_project(session, principal.user, project, Action.manage_members)
+    service.set_member(session, principal.user, target, body.username, body.role)
+    return MemberRead(username=body.username, role=body.role.value)
+
+
+@projects_router.post("/users", response_model=UserRead, status_code=201)
+def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep) -> UserRead:
+    user = service.create_user(
+        session,
+        principal.user,
+        username=body.username,
+        password=body.password,
+        email=body.email,
+        is_admin=body.is_admin,
+    )
+    return UserRead(
+        id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        is_active=user.is_active,
+        created_at=user.created_at,
     )

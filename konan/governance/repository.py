@@ -34,3 +34,22 @@ def memberships(session: Session, user_id: int) -> list[tuple[Project, str]]:
 
 def count_admins(session: Session) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin)) or 0
+
+
+def member_role(session: Session, project_id: int, user_id: int) -> str | None:
+    return session.scalar(
+        sa.select(ProjectMember.role).where(
+            ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
+        )
+    )
+
+
+def list_projects(session: Session, ids: list[int] | None) -> list[Project]:
+    query = sa.select(Project).order_by(Project.name)
+    if ids is not None:
+        query = query.where(Project.id.in_(ids))
+    return list(session.scalars(query))
+
+
+def project_by_id(session: Session, project_id: int) -> Project | None:
+    return session.get(Project, project_id)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from konan.core.names import Name
+from konan.core.types import ProjectRole
+
+EmailLike = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$")]
 
 
 class LoginRequest(BaseModel):
@@ -35,3 +43,47 @@ class MeRead(BaseModel):
     username: str
     is_admin: bool
     projects: list[ProjectRoleRead]
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+
+
+class ProjectRead(BaseModel):
+    id: int
+    name: str
+    description: str
+    role: str | None = Field(description="the caller's role; null for an admin with none")
+    created_at: datetime
+
+
+class MemberSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=100)
+    role: ProjectRole
+
+
+class MemberRead(BaseModel):
+    username: str
+    role: str
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: Name
+    password: str = Field(min_length=10, max_length=1024)
+    email: EmailLike | None = None
+    is_admin: bool = False
+
+
+class UserRead(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime

@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from konan.core.errors import Unauthenticated
+from konan.core.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
 from konan.core.types import ApprovalStatus, ProjectRole, utcnow
 from konan.governance import audit, repository
 from konan.governance.audit import SYSTEM, Actor
@@ -171,3 +171,79 @@ def expire_approvals(session: Session, batch: int = 500) -> int:
             after={"status": ApprovalStatus.expired.value},
         )
     return len(rows)
+
+
+def create_project(session: Session, user: User, name: str, description: str) -> Project:
+    if not user.is_admin:
+        raise PermissionDenied("only an admin can create projects")
+    if repository.project_by_name(session, name) is not None:
+        raise Conflict(f"project {name!r} already exists")
+    project = Project(name=name, description=description)
+    session.add(project)
+    session.flush()
+    audit.record(
+        session,
+        actor=Actor(user.id, user.username),
+        action="project.create",
+        object_type="project",
+        object_id=project.id,
+        project_id=project.id,
+        after={"name": name},
+    )
+    return project
+
+
+def set_member(
+    session: Session, user: User, project: Project, username: str, role: ProjectRole
+) -> ProjectMember:
+    member_user = repository.user_by_username(session, username)
+    if member_user is None:
+        raise InvalidInput(f"no user named {username!r}")
+    existing = session.get(ProjectMember, (project.id, member_user.id))
+    before = {"role": existing.role} if existing else None
+    if existing is None:
+        existing = ProjectMember(project_id=project.id, user_id=member_user.id, role=role)
+        session.add(existing)
+    else:
+        existing.role = role
+    session.flush()
+    audit.record(
+        session,
+        actor=Actor(user.id, user.username),
+        action="project.member.set",
+        object_type="project_member",
+        object_id=f"{project.id}:{member_user.id}",
+        project_id=project.id,
+        before=before,
+        after={"username": username, "role": role.value},
+    )
+    return existing
+
+
+def create_user(
+    session: Session,
+    admin: User,
+    *,
+    username: str,
+    password: str,
+    email: str | None,
+    is_admin: bool,
+) -> User:
+    if not admin.is_admin:
+        raise PermissionDenied("only an admin can create users")
+    if repository.user_by_username(session, username) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    user = User(
+        username=username, email=email, password_hash=hash_password(password), is_admin=is_admin
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        actor=Actor(admin.id, admin.username),
+        action="user.create",
+        object_type="user",
+        object_id=user.id,
+        after={"username": username, "is_admin": is_admin},
+    )
+    return user

@@ -7,12 +7,22 @@ server raised (`konan.core.errors`).
 
 from __future__ import annotations
 
+import json
+import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx2
 
-from konan.core.errors import KonanError, error_for_code
+from konan.core.errors import KonanError, NotFound, error_for_code
+from konan.sdk.uploads import (
+    ProgressCallback,
+    ProgressReader,
+    is_classifier,
+    model_payload,
+    table_payload,
+)
 
 DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=5.0)
 
@@ -89,6 +99,195 @@ class Client:
         response = self._http.get("/readyz")
         body: dict[str, Any] = response.json()
         return body
+
+    # ---- registry: models and versions -------------------------------------------------------
+
+    def create_model(
+        self, name: str, task: str, *, project: str = "default", description: str = ""
+    ) -> dict[str, Any]:
+        body = {"name": name, "task": task, "project": project, "description": description}
+        result: dict[str, Any] = self.request("POST", "/api/v1/models", json=body)
+        return result
+
+    def get_model(self, name: str, *, project: str = "default") -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/models/{name}", params={"project": project}
+        )
+        return result
+
+    def list_models(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        params = {"project": project} if project else {}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/models", params=params)
+        return result
+
+    def register_model(
+        self,
+        model_or_path: Any,
+        *,
+        name: str,
+        project: str = "default",
+        task: str | None = None,
+        reference_data: Any = None,
+        target: str | None = None,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        flavor: str | None = None,
+        signature: dict[str, Any] | None = None,
+        source_commit: str | None = None,
+        parent_version: int | None = None,
+        training_dataset: dict[str, Any] | None = None,
+        trusted: bool = False,
+        idempotency_key: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Register a new version of model `name` (created first if it doesn't exist).
+
+        `model_or_path` is a scikit-learn estimator (saved with skops), a file path (skops,
+        ONNX, a custom-model zip, …) or raw bytes. `reference_data` is a DataFrame or a CSV or
+        Parquet path. Retries reuse one Idempotency-Key, so a retried upload never registers
+        twice.
+        """
+        filename, stream, _size, detected_flavor = model_payload(model_or_path)
+        try:
+            self.get_model(name, project=project)
+        except NotFound:
+            kind = task
+            if kind is None:
+                classifier = is_classifier(model_or_path)
+                if classifier is None:
+                    raise ValueError(f"model {name!r} does not exist yet: pass task=") from None
+                kind = "classification" if classifier else "regression"
+            self.create_model(name, kind, project=project)
+        metadata: dict[str, Any] = {
+            "flavor": flavor or detected_flavor,
+            "metrics": metrics or {},
+            "params": params or {},
+            "tags": tags or {},
+            "signature": signature,
+            "target": target,
+            "source_commit": source_commit,
+            "parent_version": parent_version,
+            "training_dataset": training_dataset,
+            "trusted": trusted,
+        }
+        files: dict[str, Any] = {
+            "artifact": (filename, ProgressReader(stream, progress), "application/octet-stream")
+        }
+        if reference_data is not None:
+            ref_name, ref_stream, _ = table_payload(reference_data)
+            files["reference_data"] = (
+                ref_name,
+                ProgressReader(ref_stream, progress),
+                "application/octet-stream",
+            )
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        try:
+            result: dict[str, Any] = self.request(
+                "POST",
+                f"/api/v1/models/{name}/versions",
+                params={"project": project},
+                data={"metadata": json.dumps({k: v for k, v in metadata.items() if v is not None})},
+                files=files,
+                headers=headers,
+            )
+        finally:
+            for part in files.values():
+                part[1].close()
+        return result
+
+    def list_versions(self, name: str, *, project: str = "default") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/models/{name}/versions", params={"project": project}
+        )
+        return result
+
+    def get_version(self, name: str, version: int, *, project: str = "default") -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/models/{name}/versions/{version}", params={"project": project}
+        )
+        return result
+
+    def download_artifact(
+        self, name: str, version: int, dest: str | Path, *, project: str = "default"
+    ) -> Path:
+        """Download a version's artifact to `dest` (a file path); returns the path."""
+        target = Path(dest)
+        with self._http.stream(
+            "GET",
+            f"/api/v1/models/{name}/versions/{version}/artifact",
+            params={"project": project},
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error_from(response)
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        return target
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, reason: str = "", project: str = "default"
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PUT",
+            f"/api/v1/models/{name}/aliases/{alias}",
+            params={"project": project},
+            json={"version": version, "reason": reason},
+        )
+        return result
+
+    def list_aliases(self, name: str, *, project: str = "default") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/models/{name}/aliases", params={"project": project}
+        )
+        return result
+
+    def alias_history(
+        self, name: str, *, alias: str | None = None, project: str = "default"
+    ) -> list[dict[str, Any]]:
+        params = {"project": project, **({"alias": alias} if alias else {})}
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/models/{name}/aliases/history", params=params
+        )
+        return result
+
+    # ---- registry: datasets ------------------------------------------------------------------
+
+    def push_dataset(
+        self,
+        data: Any,
+        *,
+        name: str,
+        project: str = "default",
+        description: str = "",
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Upload a new version of dataset `name` (a DataFrame or a CSV/Parquet path)."""
+        filename, stream, _ = table_payload(data)
+        metadata = {"name": name, "project": project, "description": description}
+        reader = ProgressReader(stream, progress)
+        try:
+            result: dict[str, Any] = self.request(
+                "POST",
+                "/api/v1/datasets",
+                data={"metadata": json.dumps(metadata)},
+                files={"file": (filename, reader, "application/octet-stream")},
+            )
+        finally:
+            reader.close()
+        return result
+
+    def list_datasets(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        params = {"project": project} if project else {}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/datasets", params=params)
+        return result
+
+    def dataset_versions(self, name: str, *, project: str = "default") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/datasets/{name}/versions", params={"project": project}
+        )
+        return result
 
 
 def _error_from(response: httpx2.Response) -> KonanError:

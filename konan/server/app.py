@@ -9,12 +9,15 @@ from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from konan import __version__
+from konan.backends.artifacts.factory import artifact_store_from_settings
 from konan.core.settings import Settings, load_settings
 from konan.db import migrate
 from konan.db.engine import make_engine, make_session_factory
-from konan.governance.api import auth_router
+from konan.governance.api import auth_router, projects_router
+from konan.registry.api import router as registry_router
 from konan.server import health
-from konan.server.errors import install_error_handlers
+from konan.server.body_guard import BodyGuard
+from konan.server.errors import ERROR_RESPONSES, install_error_handlers
 from konan.server.state import AppState
 
 log = logging.getLogger("konan.server")
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         engine=engine,
         session_factory=make_session_factory(engine),
         jwt_secret=settings.jwt_secret(),
+        artifacts=artifact_store_from_settings(settings),
     )
 
     app = FastAPI(
@@ -49,7 +53,16 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     install_error_handlers(app)
 
     app.include_router(health.router)
-    app.include_router(auth_router, prefix=API_PREFIX)
+    app.include_router(auth_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(projects_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(registry_router, prefix=API_PREFIX)
+    registry = settings.registry
+    app.add_middleware(
+        BodyGuard,
+        json_limit=settings.server.max_json_bytes,
+        # one artifact and one reference file, plus the multipart framing and metadata
+        upload_limit=registry.max_artifact_bytes + registry.max_dataset_bytes + 1024**2,
+    )
 
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
         app, endpoint="/metrics", include_in_schema=False

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from konan.backends.artifacts.base import ArtifactStore
 from konan.core.errors import PermissionDenied, Unauthenticated
 from konan.core.settings import Settings
 from konan.governance import repository as governance_repo
@@ -36,6 +37,13 @@ def get_settings(state: StateDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_artifacts(state: StateDep) -> ArtifactStore:
+    return state.artifacts
+
+
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 
 
 def get_session(state: StateDep) -> Iterator[Session]:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,6 +28,28 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "rate_limited",
+}
+
+
+class ErrorRead(BaseModel):
+    """Every error answer: a message a person can act on and a stable code."""
+
+    detail: str
+    code: str
+
+
+class ValidationErrorRead(ErrorRead):
+    errors: list[dict[str, Any]] = []
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorRead, "description": "no or invalid credential"},
+    403: {"model": ErrorRead, "description": "authenticated but not allowed"},
+    404: {"model": ErrorRead, "description": "not found (or not visible to the caller)"},
+    409: {"model": ErrorRead, "description": "state conflict"},
+    413: {"model": ErrorRead, "description": "body too large"},
+    415: {"model": ErrorRead, "description": "unsupported media type"},
+    422: {"model": ValidationErrorRead, "description": "invalid input"},
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from konan.backends.artifacts.base import ArtifactStore
 from konan.core.settings import Settings
 
 
@@ -18,6 +19,7 @@ class AppState:
     engine: Engine
     session_factory: sessionmaker[Session]
     jwt_secret: str
+    artifacts: ArtifactStore
     extras: dict[str, Any] = field(default_factory=dict)
 
     @cached_property

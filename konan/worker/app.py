@@ -20,21 +20,23 @@ log = logging.getLogger("konan.worker")
 
 HEARTBEAT_SECONDS = 5.0
 
-BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "expire-approvals": {
-        "task": "konan.governance.expire_approvals",
-        "schedule": 60.0,
-    },
-    "purge-prediction-logs": {
-        "task": "konan.monitoring.purge_prediction_logs",
-        "schedule": crontab(hour="3", minute="17"),
-    },
-}
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "expire-approvals": {
+            "task": "konan.governance.expire_approvals",
+            "schedule": settings.queue.expire_approvals_every_seconds,
+        },
+        "purge-prediction-logs": {
+            "task": "konan.monitoring.purge_prediction_logs",
+            "schedule": crontab(hour="3", minute="17"),
+        },
+    }
 
 
 def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings, include_tasks=True)
-    app.conf.beat_schedule = BEAT_SCHEDULE
+    app.conf.beat_schedule = beat_schedule(settings)
     return app
 
 

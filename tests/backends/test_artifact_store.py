@@ -7,16 +7,12 @@ import io
 import os
 import socket
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import boto3
 import pytest
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from konan.backends.artifacts import (
     ArtifactIntegrityError,
@@ -34,10 +30,9 @@ from konan.core.errors import (
     PayloadTooLarge,
 )
 from konan.core.settings import Settings
+from tests.conftest import ACCESS_KEY, SECRET_KEY
 
 MiB = 1024 * 1024
-ACCESS_KEY = "konan-test-access"
-SECRET_KEY = "konan-test-secret-do-not-print"
 PREFIX = "team-a/models"
 
 
@@ -65,57 +60,6 @@ class RecordingStream(io.RawIOBase):
         chunk = self._buf.read(size)
         self.consumed += len(chunk)
         return chunk
-
-
-# ---- S3 on loopback -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        # stop() shuts the serve loop down but leaves the listening socket open.
-        if server._server is not None:
-            server._server.server_close()
-
-
-@pytest.fixture(scope="session")
-def s3_admin(s3_endpoint: str) -> Iterator[Any]:
-    """A plain boto3 client for looking at the bucket behind the store's back."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def bucket(s3_admin: Any) -> Iterator[str]:
-    name = f"konan-test-{uuid.uuid4().hex[:12]}"
-    s3_admin.create_bucket(Bucket=name)
-    try:
-        yield name
-    finally:
-        for page in s3_admin.get_paginator("list_objects_v2").paginate(Bucket=name):
-            for obj in page.get("Contents", []):
-                s3_admin.delete_object(Bucket=name, Key=obj["Key"])
-        for upload in s3_admin.list_multipart_uploads(Bucket=name).get("Uploads", []):
-            s3_admin.abort_multipart_upload(
-                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        s3_admin.delete_bucket(Bucket=name)
 
 
 def list_files(root: Path) -> list[str]:

@@ -55,6 +55,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
 def _env_for(mode: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KONAN_")}
     env["KONAN_DATA_DIR"] = str(tmp_path / "data")
+    env["KONAN_QUEUE__EXPIRE_APPROVALS_EVERY_SECONDS"] = "2"
     if mode == "scale-out":
         pg_url: str = request.getfixturevalue("pg_server_url")
         _reset_pg_schema(pg_url)
@@ -69,9 +70,11 @@ def _env_for(mode: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[
     return env
 
 
-@pytest.fixture(params=["embedded", "scale-out"])
-def worker(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _start(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *extra_args: str,
 ) -> Iterator[RunningWorker]:
     env = _env_for(request.param, tmp_path, request)
     for key in [k for k in os.environ if k.startswith("KONAN_")]:
@@ -85,7 +88,17 @@ def worker(
     migrate.upgrade(engine)
     factory = make_session_factory(engine)
     process = subprocess.Popen(
-        [sys.executable, "-m", "konan", "worker", "--concurrency", "2", "--loglevel", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "konan",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+            *extra_args,
+        ],
         env=env,
     )
     try:
@@ -104,6 +117,37 @@ def worker(
             process.kill()
             process.wait()
         engine.dispose()
+
+
+@pytest.fixture(params=["embedded", "scale-out"])
+def worker(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningWorker]:
+    yield from _start(request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["embedded", "scale-out"])
+def worker_with_beat(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningWorker]:
+    yield from _start(request, tmp_path, monkeypatch, "--beat")
+
+
+def test_the_periodic_schedule_runs_without_anyone_sending_a_task(
+    worker_with_beat: RunningWorker,
+) -> None:
+    worker = worker_with_beat
+    with unit_of_work(worker.session_factory) as session:
+        seeded = seed_deployment(session)
+        stale = approval_request(session, seeded, expires_in=timedelta(minutes=-1)).id
+
+    def _expired() -> bool:
+        with worker.session_factory() as session:
+            row = session.get(ApprovalRequest, stale)
+            return row is not None and row.status == ApprovalStatus.expired
+
+    # The schedule is every 2 s in this test (60 s by default).
+    wait_until(_expired, 30, "beat to run konan.governance.expire_approvals")
 
 
 def test_expired_approvals_are_marked_and_audited_by_the_worker(worker: RunningWorker) -> None:
