@@ -244,6 +244,32 @@ def test_custom_python_model_round_trip(registry: Registry, numbers: Any) -> Non
         assert "threshold.py" in zf.namelist()
 
 
+def test_an_admin_trusted_joblib_model_round_trip(registry: Registry, numbers: Any) -> None:
+    import joblib
+
+    model = builders.numeric_classifier(numbers)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer, compress=3)
+    artifact = buffer.getvalue()
+    registry.create_model("legacy")
+    response = registry.upload(
+        artifact,
+        model="legacy",
+        metadata={"flavor": "joblib", "trusted": True, "target": "y"},
+        reference=builders.csv_bytes(numbers),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["flavor"], body["trusted"]) == ("joblib", True)
+    download = registry.client.get(
+        "/api/v1/models/legacy/versions/1/artifact", headers=registry.headers
+    )
+    assert hashlib.sha256(download.content).hexdigest() == body["sha256"]
+    loaded = joblib.load(io.BytesIO(download.content))  # our own model, trusted by the test
+    rows = numbers[["a", "b", "c", "d"]].head(10)
+    assert (loaded.predict(rows) == model.predict(rows)).all()
+
+
 def test_regression_model_with_explicit_signature(registry: Registry, numbers: Any) -> None:
     artifact = builders.skops_bytes(builders.regressor(numbers))
     registry.create_model("spend", task="regression")
