@@ -78,7 +78,19 @@ class QueueSettings(_Section):
 
 class RuntimeSettings(_Section):
     kind: Literal["local", "docker", "kubernetes"] = "local"
+    # Local processes: where each deployment's spec, status and logs live (default
+    # data_dir/serving) and the host its endpoint binds to.
+    local_root: Path | None = None
+    local_host: str = "127.0.0.1"
+    # Autoscaling target: in-flight requests per replica before another replica starts.
+    target_in_flight: float = Field(default=8.0, gt=0)
+    # Docker and Kubernetes: the serving image and where it runs.
+    image: str = "konan-serving:latest"
     namespace: str = "konan"
+    kubeconfig: str | None = None
+    ingress_host: str | None = None
+    # The control plane's URL as model servers reach it (key refresh); default: the server's.
+    control_plane_url: str | None = None
 
 
 class AuthSettings(_Section):
@@ -194,6 +206,10 @@ class Settings(BaseSettings):
     def tmp_dir(self) -> Path:
         """Private scratch space for uploads and validation (same disk as the data)."""
         return self.data_dir.resolve() / "tmp"
+
+    @cached_property
+    def serving_root(self) -> Path:
+        return self.runtime.local_root or self.data_dir.resolve() / "serving"
 
     @cached_property
     def spool_dir(self) -> Path:
