@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from konan import __version__
-from konan.cli import services
+from konan.cli import deployments, services
 from konan.cli.admin import admin_app
 from konan.cli.registry import datasets_app, login, models_app
 from konan.cli.up import up
@@ -20,9 +20,20 @@ app.command()(up)
 app.command()(services.server)
 app.command()(services.worker)
 app.command()(services.monitor)
+app.command()(services.agent)
 app.command()(login)
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
+for command in (
+    deployments.deploy,
+    deployments.predict,
+    deployments.traffic,
+    deployments.promote,
+    deployments.rollback,
+):
+    app.command()(command)
+app.add_typer(deployments.deployments_app, name="deployments")
+app.add_typer(deployments.keys_app, name="keys")
 app.add_typer(admin_app, name="admin")
 
 

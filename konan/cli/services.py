@@ -77,3 +77,18 @@ def monitor(data_dir: DataDir = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     run_monitor(settings, stop)
+
+
+def agent(data_dir: DataDir = None) -> None:
+    """Run the local-process runtime's supervisor (model servers of runtime=local)."""
+    from konan.backends.runtimes.agent import run_agent
+
+    settings = settings_from(data_dir)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run_agent(settings, stop)

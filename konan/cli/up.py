@@ -93,7 +93,8 @@ def up(
     ] = Path(".konan"),
 ) -> None:
     """Start Konan on this machine: API + dashboard, a worker and the monitoring consumer."""
-    settings = settings_from(data_dir)
+    # The server's address goes into the children's settings: model servers reach it for keys.
+    settings = settings_from(data_dir, server={"host": host, "port": port})
     with console.status("Preparing the database…"):
         generated = _prepare(settings)
     if generated:
@@ -119,6 +120,8 @@ def up(
         procs["server"] = _spawn(["server", "--host", host, "--port", str(port)], env)
         procs["worker"] = _spawn(["worker", "--beat"], env)
         procs["monitor"] = _spawn(["monitor"], env)
+        if settings.runtime.kind == "local":
+            procs["agent"] = _spawn(["agent"], env)
         if not _wait_healthy(url, procs):
             err_console.print(f"[bold red]error:[/] the server did not answer {url}/healthz")
             exit_code = 1

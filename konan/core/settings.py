@@ -74,6 +74,8 @@ class QueueSettings(_Section):
     worker_concurrency: int = Field(default=2, ge=1)
     # Periodic work (Celery beat): how often pending approvals are checked for expiry.
     expire_approvals_every_seconds: float = Field(default=60.0, ge=1)
+    # How often every deployment is reconciled (heals crashes, refreshes status).
+    reconcile_every_seconds: float = Field(default=5.0, ge=1)
 
 
 class RuntimeSettings(_Section):

@@ -16,6 +16,9 @@ from konan.core.settings import Settings
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy issue BEGIN itself (see _sqlite_begin): pysqlite's own implicit BEGIN
+    # comes only before the first write, which lets a transaction read stale rows first.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL lets the server read while the worker and monitor write; busy_timeout waits on a lock
     # instead of failing at once; foreign keys are off by default in SQLite.
@@ -24,6 +27,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+WRITE_OPTION = "konan_write"
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A writing transaction takes SQLite's write lock at BEGIN, so its reads see the state it
+    # will write over (lock-then-read, like SELECT … FOR UPDATE on PostgreSQL). Readers stay
+    # deferred and never wait on writers (WAL).
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
@@ -35,6 +49,7 @@ def make_engine(url: str, settings: Settings | None = None) -> Engine:
             kwargs["poolclass"] = StaticPool
         engine = sa.create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.update(
         pool_pre_ping=True,  # a restarted PostgreSQL costs one failed ping, not a failed request
@@ -55,10 +70,19 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
 
 
+def begin_write(session: Session) -> None:
+    """Make the session's transactions writers (see above). Lazy: each begins at its first
+    statement, so a request that commits early (before slow work) holds no lock during it."""
+    bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        session.bind = bind.execution_options(**{WRITE_OPTION: True})
+
+
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit when the block ends normally, roll back on any exception."""
+    """One writing transaction: commit when the block ends normally, roll back on any error."""
     session = factory()
+    begin_write(session)
     try:
         yield session
         session.commit()

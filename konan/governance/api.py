@@ -4,13 +4,23 @@ projects and their members, users."""
 from __future__ import annotations
 
 import secrets
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
 
-from konan.core.errors import Unauthenticated
-from konan.governance import audit, repository, service
+from konan.core.errors import NotFound, Unauthenticated
+from konan.deployments import repository as deployments_repo
+from konan.deployments.api import enqueue_reconcile
+from konan.deployments.orm import Deployment
+from konan.governance import api_keys, approvals, audit, repository, service
+from konan.governance.orm import ApiKey, ApprovalRequest, User
 from konan.governance.permissions import Action, visible_project, visible_project_ids
 from konan.governance.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    ApprovalRead,
+    Decision,
     LoginRequest,
     MemberRead,
     MemberSet,
@@ -189,3 +199,131 @@ def create_user(body: UserCreate, principal: PrincipalDep, session: SessionDep) 
         is_active=user.is_active,
         created_at=user.created_at,
     )
+
+
+keys_router = APIRouter(tags=["api-keys"])
+
+
+def _key_read(session: SessionDep, row: ApiKey) -> dict[str, Any]:
+    project = repository.project_by_id(session, row.project_id) if row.project_id else None
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": list(row.scopes or []),
+        "deployments": api_keys.deployments_of(session, row.id),
+        "project": project.name if project else None,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "last_used_at": row.last_used_at,
+        "created_at": row.created_at,
+    }
+
+
+@keys_router.post("/api-keys", response_model=ApiKeyCreated, status_code=201)
+def create_api_key(
+    body: ApiKeyCreate, principal: PrincipalDep, session: SessionDep
+) -> ApiKeyCreated:
+    """Create a key for applications; the secret is in this response only."""
+    deployments = []
+    for name in body.deployments:
+        deployment = deployments_repo.by_name(session, name)
+        if deployment is None:
+            raise NotFound(f"deployment {name!r} not found")
+        deployments.append(deployment)
+    project = None
+    if body.project is not None:
+        project = visible_project(session, principal.user, body.project, Action.deploy)
+    issued = api_keys.create_key(
+        session,
+        principal.user,
+        name=body.name,
+        deployments=deployments,
+        project=project,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
+    )
+    return ApiKeyCreated(**_key_read(session, issued.row), key=issued.key)
+
+
+@keys_router.get("/api-keys", response_model=list[ApiKeyRead])
+def list_api_keys(principal: PrincipalDep, session: SessionDep) -> list[ApiKeyRead]:
+    return [
+        ApiKeyRead(**_key_read(session, row)) for row in api_keys.list_keys(session, principal.user)
+    ]
+
+
+@keys_router.delete("/api-keys/{key_id}", status_code=204)
+def revoke_api_key(key_id: int, principal: PrincipalDep, session: SessionDep) -> Response:
+    """Revoke: model servers stop accepting it within seconds."""
+    api_keys.revoke_key(session, principal.user, key_id)
+    return Response(status_code=204)
+
+
+approvals_router = APIRouter(tags=["approvals"])
+
+
+def _approval_read(session: SessionDep, row: ApprovalRequest) -> ApprovalRead:
+    deployment = session.get(Deployment, row.deployment_id)
+
+    def name(user_id: int | None) -> str | None:
+        user = session.get(User, user_id) if user_id else None
+        return user.username if user else None
+
+    return ApprovalRead(
+        id=row.id,
+        deployment=deployment.name if deployment else "",
+        action=row.action,
+        payload=row.payload,
+        evidence=row.evidence,
+        artifact_sha256=row.artifact_sha256,
+        status=row.status,
+        reason=row.reason,
+        requested_by=name(row.requested_by_id),
+        decided_by=name(row.decided_by_id),
+        decided_at=row.decided_at,
+        comment=row.comment,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
+
+@approvals_router.get("/approvals", response_model=list[ApprovalRead])
+def list_approvals(
+    principal: PrincipalDep,
+    session: SessionDep,
+    status: Annotated[str | None, Query(pattern=r"^[a-z]{1,20}$")] = None,
+    deployment: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[ApprovalRead]:
+    rows = approvals.list_requests(session, principal.user, status, deployment)
+    return [_approval_read(session, row) for row in rows]
+
+
+@approvals_router.post("/approvals/{approval_id}/approve", response_model=ApprovalRead)
+def approve(
+    approval_id: int,
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    background: BackgroundTasks,
+    body: Annotated[Decision, Body()] = Decision(),
+) -> ApprovalRead:
+    """Approve and execute the change (once). Not your own request; approver role needed."""
+    deployment = approvals.approve(session, principal.user, approval_id, body.comment)
+    background.add_task(enqueue_reconcile, state, deployment.id)
+    row = session.get(ApprovalRequest, approval_id)
+    assert row is not None
+    return _approval_read(session, row)
+
+
+@approvals_router.post("/approvals/{approval_id}/reject", response_model=ApprovalRead)
+def reject(
+    approval_id: int,
+    principal: PrincipalDep,
+    session: SessionDep,
+    body: Annotated[Decision, Body()] = Decision(),
+) -> ApprovalRead:
+    approvals.reject(session, principal.user, approval_id, body.comment)
+    row = session.get(ApprovalRequest, approval_id)
+    assert row is not None
+    return _approval_read(session, row)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -87,3 +87,53 @@ class UserRead(BaseModel):
     is_admin: bool
     is_active: bool
     created_at: datetime
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    deployments: list[Name] = Field(default_factory=list, max_length=100)
+    project: Name | None = Field(default=None, description="all deployments of this project")
+    scopes: list[str] = Field(default_factory=lambda: ["predict"], min_length=1, max_length=10)
+    expires_at: datetime | None = None
+
+
+class ApiKeyRead(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    deployments: list[str]
+    project: str | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="the secret: shown only in this response, never again")
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Annotated[str, StringConstraints(max_length=5000)] = ""
+
+
+class ApprovalRead(BaseModel):
+    id: int
+    deployment: str
+    action: str
+    payload: dict[str, Any]
+    evidence: dict[str, Any]
+    artifact_sha256: str | None
+    status: str
+    reason: str
+    requested_by: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str
+    created_at: datetime
+    expires_at: datetime

@@ -14,7 +14,7 @@ from pwdlib import PasswordHash
 from konan.core.errors import Unauthenticated
 from konan.core.types import utcnow
 
-TokenKind = Literal["access", "refresh"]
+TokenKind = Literal["access", "refresh", "serving"]
 AUDIENCE = "konan"
 ALGORITHM = "HS256"
 

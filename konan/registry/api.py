@@ -251,17 +251,36 @@ def upload_version(
                 max_bytes=limits.max_dataset_bytes,
                 filename=_safe_filename(reference_data.filename),
             )
-        result = service.register_version(
+        checked = service.check_upload(
             session,
             user=principal.user,
             model=model,
             metadata=meta,
             artifact=received,
+            idempotency_key=idempotency_key,
+        )
+        if isinstance(checked, service.RegisteredVersion):
+            response.status_code = 200
+            return version_read(session, model, checked.version)
+        # End the read transaction: validation takes seconds and must not hold a lock.
+        session.commit()
+        validated = service.validate_upload(
+            metadata=meta,
+            artifact=received,
+            reference=reference,
+            settings=state.settings,
+            workdir=workdir,
+        )
+        result = service.record_version(
+            session,
+            user=principal.user,
+            context=checked,
+            metadata=meta,
+            validated=validated,
+            artifact=received,
             reference=reference,
             idempotency_key=idempotency_key,
             store=artifacts,
-            settings=state.settings,
-            workdir=workdir,
         )
         try:
             session.commit()

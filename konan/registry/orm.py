@@ -50,6 +50,8 @@ class ModelVersion(TimestampMixin, Base):
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(sa.String(20), default="ready")
     trusted: Mapped[bool] = mapped_column(default=False)
+    # skops types an admin vouched for at upload: model servers load with the same list.
+    trusted_types: Mapped[list[Any]] = mapped_column(default=list)
     training_dataset_version_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("dataset_versions.id")
     )

@@ -23,7 +23,12 @@ def model_by_name(session: Session, project_id: int, name: str) -> Model | None:
 
 def lock_model(session: Session, model_id: int) -> Model:
     """The model row, locked until commit: version numbers are handed out one at a time."""
-    model = session.scalar(sa.select(Model).where(Model.id == model_id).with_for_update())
+    model = session.scalar(
+        sa.select(Model)
+        .where(Model.id == model_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     assert model is not None
     return model
 
@@ -102,7 +107,12 @@ def dataset_by_name(session: Session, project_id: int, name: str) -> Dataset | N
 
 
 def lock_dataset(session: Session, dataset_id: int) -> Dataset:
-    dataset = session.scalar(sa.select(Dataset).where(Dataset.id == dataset_id).with_for_update())
+    dataset = session.scalar(
+        sa.select(Dataset)
+        .where(Dataset.id == dataset_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     assert dataset is not None
     return dataset
 

@@ -268,32 +268,41 @@ def sandbox_limits(settings: Settings) -> SandboxLimits:
     )
 
 
-def register_version(
+@dataclass(frozen=True)
+class UploadContext:
+    """What the reads before validation found (ids only: they outlive the read transaction)."""
+
+    project_id: int
+    project_name: str
+    model_id: int
+    parent_id: int | None
+    training_id: int | None
+
+
+@dataclass(frozen=True)
+class Validated:
+    flavor: str
+    profile: DatasetProfile | None
+    signature: Signature
+
+
+def check_upload(
     session: Session,
     *,
     user: User,
     model: Model,
     metadata: VersionMetadata,
     artifact: Received,
-    reference: Received | None,
     idempotency_key: str | None,
-    store: ArtifactStore,
-    settings: Settings,
-    workdir: WorkDir,
-) -> RegisteredVersion:
+) -> UploadContext | RegisteredVersion:
+    """Reads before the slow part: privileges, an idempotent replay, lineage references."""
     _check_privileges(user, metadata)
     project = governance_repo.project_by_id(session, model.project_id)
     assert project is not None
-
     if idempotency_key is not None:
-        earlier = repository.version_by_idempotency_key(session, model.id, idempotency_key)
-        if earlier is not None:
-            if earlier.artifact_sha256 != artifact.sha256:
-                raise InvalidInput(
-                    "this Idempotency-Key was already used for an upload with different bytes"
-                )
-            return RegisteredVersion(version=earlier, created=False)
-
+        replay = _replay(session, model.id, idempotency_key, artifact.sha256)
+        if replay is not None:
+            return replay
     parent = None
     if metadata.parent_version is not None:
         parent = repository.version(session, model.id, metadata.parent_version)
@@ -309,11 +318,40 @@ def register_version(
                 f"training_dataset {ref.name} version {ref.version} does not exist in "
                 f"project {project.name!r}"
             )
+    return UploadContext(
+        project_id=project.id,
+        project_name=project.name,
+        model_id=model.id,
+        parent_id=parent.id if parent else None,
+        training_id=training.id if training else None,
+    )
 
+
+def _replay(
+    session: Session, model_id: int, idempotency_key: str, sha256: str
+) -> RegisteredVersion | None:
+    earlier = repository.version_by_idempotency_key(session, model_id, idempotency_key)
+    if earlier is None:
+        return None
+    if earlier.artifact_sha256 != sha256:
+        raise InvalidInput(
+            "this Idempotency-Key was already used for an upload with different bytes"
+        )
+    return RegisteredVersion(version=earlier, created=False)
+
+
+def validate_upload(
+    *,
+    metadata: VersionMetadata,
+    artifact: Received,
+    reference: Received | None,
+    settings: Settings,
+    workdir: WorkDir,
+) -> Validated:
+    """The slow part, with no database transaction open: flavor, profile, sandbox, signature."""
     flavor = _flavor(artifact, metadata)
     profile = profile_dataset(reference.path) if reference is not None else None
     columns = _feature_columns(metadata, profile)
-
     sample = None
     if reference is not None and profile is not None and columns is not None:
         sample = write_sample(
@@ -332,34 +370,53 @@ def register_version(
         allow_pickle=metadata.trusted,
         limits=sandbox_limits(settings),
     )
-    signature = _signature(metadata, report, profile, columns)
+    return Validated(flavor, profile, _signature(metadata, report, profile, columns))
 
-    # Every check passed: write rows, then bytes. The caller commits.
+
+def record_version(
+    session: Session,
+    *,
+    user: User,
+    context: UploadContext,
+    metadata: VersionMetadata,
+    validated: Validated,
+    artifact: Received,
+    reference: Received | None,
+    idempotency_key: str | None,
+    store: ArtifactStore,
+) -> RegisteredVersion:
+    """Write the rows, then the bytes. The caller commits (and cleans up if that fails)."""
+    locked = repository.lock_model(session, context.model_id)
+    if idempotency_key is not None:  # again, now that we hold the lock
+        replay = _replay(session, locked.id, idempotency_key, artifact.sha256)
+        if replay is not None:
+            return replay
+    project = governance_repo.project_by_id(session, context.project_id)
+    assert project is not None
     new_objects: list[str] = []
     reference_row = None
-    if reference is not None and profile is not None:
+    if reference is not None and validated.profile is not None:
         dataset = _get_or_create_dataset(
-            session, user, project, f"{model.name}-reference", f"Reference data of {model.name}"
+            session, user, project, f"{locked.name}-reference", f"Reference data of {locked.name}"
         )
-        reference_row = _dataset_version_row(session, user, dataset, reference, profile)
-
-    locked = repository.lock_model(session, model.id)
+        reference_row = _dataset_version_row(session, user, dataset, reference, validated.profile)
     number = (repository.latest_version_number(session, locked.id) or 0) + 1
     row = ModelVersion(
         model_id=locked.id,
         version=number,
-        flavor=flavor,
+        flavor=validated.flavor,
         artifact_sha256=artifact.sha256,
         artifact_size=artifact.size,
-        signature=signature.to_json(),
+        signature=validated.signature.to_json(),
         metrics=metadata.metrics,
         params=metadata.params,
         tags=metadata.tags,
         status="ready",
         trusted=metadata.trusted,
-        training_dataset_version_id=training.id if training else None,
+        trusted_types=list(metadata.trusted_types),
+        training_dataset_version_id=context.training_id,
         reference_dataset_version_id=reference_row.id if reference_row else None,
-        parent_version_id=parent.id if parent else None,
+        parent_version_id=context.parent_id,
         source_commit=metadata.source_commit,
         idempotency_key=idempotency_key,
         created_by_id=user.id,
@@ -374,9 +431,9 @@ def register_version(
         object_id=row.id,
         project_id=project.id,
         after={
-            "model": model.name,
+            "model": locked.name,
             "version": number,
-            "flavor": flavor,
+            "flavor": validated.flavor,
             "sha256": artifact.sha256,
             "trusted": metadata.trusted,
         },

@@ -8,6 +8,7 @@ server raised (`konan.core.errors`).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -288,6 +289,169 @@ class Client:
             "GET", f"/api/v1/datasets/{name}/versions", params={"project": project}
         )
         return result
+
+    # ---- deployments ------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        *,
+        model: str,
+        version: int,
+        project: str = "default",
+        runtime: str | None = None,
+        replicas: tuple[int, int] = (1, 1),
+        production_gated: bool = False,
+        wait: float | None = 60.0,
+    ) -> dict[str, Any]:
+        """Create deployment `name` serving `version` of `model`; by default wait until ready."""
+        body: dict[str, Any] = {
+            "name": name,
+            "model": model,
+            "version": version,
+            "project": project,
+            "replicas": {"min": replicas[0], "max": replicas[1]},
+            "production_gated": production_gated,
+        }
+        if runtime:
+            body["runtime"] = runtime
+        result: dict[str, Any] = self.request("POST", "/api/v1/deployments", json=body)
+        return self.wait_until_ready(name, timeout=wait) if wait else result
+
+    def wait_until_ready(
+        self, name: str, *, timeout: float = 60.0, revision: int | None = None
+    ) -> dict[str, Any]:
+        """Poll until the deployment is ready (on `revision`, if given); raise if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.get_deployment(name)
+            on_revision = revision is None or current["revision"] >= revision
+            if current["status"] == "ready" and on_revision:
+                return current
+            if current["status"] == "failed":
+                raise KonanError(
+                    f"deployment {name!r} failed: {current['status_reason']}: "
+                    f"{current['status_message']}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"deployment {name!r} is still {current['status']} after {timeout:g}s"
+                )
+            time.sleep(0.5)
+
+    def get_deployment(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/deployments/{name}")
+        return result
+
+    def list_deployments(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        params = {"project": project} if project else {}
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/deployments", params=params)
+        return result
+
+    def revisions(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/deployments/{name}/revisions")
+        return result
+
+    def set_traffic(
+        self,
+        name: str,
+        *,
+        champion: int | None = None,
+        canary: int | None = None,
+        canary_weight: float = 0.0,
+        shadow: int | None = None,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        body = {
+            "champion": champion,
+            "canary": canary,
+            "canary_weight": canary_weight,
+            "shadow": shadow,
+            "reason": reason,
+        }
+        result: dict[str, Any] = self.request(
+            "PUT", f"/api/v1/deployments/{name}/traffic", json=body
+        )
+        return result
+
+    def promote(self, name: str, *, version: int | None = None, reason: str = "") -> dict[str, Any]:
+        """Make the canary (or `version`) the champion; on a gated deployment this returns the
+        approval request instead ({"approval_id", …})."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/deployments/{name}/promote",
+            json={"version": version, "reason": reason},
+        )
+        return result
+
+    def rollback(
+        self, name: str, *, revision: int | None = None, reason: str = ""
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/deployments/{name}/rollback",
+            json={"revision": revision, "reason": reason},
+        )
+        return result
+
+    def scale(self, name: str, *, min_replicas: int, max_replicas: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/deployments/{name}/scale",
+            json={"replicas": {"min": min_replicas, "max": max_replicas}},
+        )
+        return result
+
+    def delete_deployment(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/deployments/{name}")
+
+    def deployment_logs(self, name: str, *, tail: int = 200) -> list[str]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/deployments/{name}/logs", params={"tail": tail}
+        )
+        lines: list[str] = result["lines"]
+        return lines
+
+    def predict(self, name: str, inputs: list[dict[str, Any]], *, api_key: str) -> dict[str, Any]:
+        """Predict through the control plane with an API key (not the user's token)."""
+        response = self._http.post(
+            f"/api/v1/deployments/{name}/predict",
+            json={"inputs": inputs},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        if response.status_code >= 400:
+            raise _error_from(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    # ---- API keys ----------------------------------------------------------------------------
+
+    def create_api_key(
+        self,
+        name: str,
+        *,
+        deployments: list[str] | None = None,
+        project: str | None = None,
+        scopes: list[str] | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        """A new key; its secret (`key`) is returned only here."""
+        body = {
+            "name": name,
+            "deployments": deployments or [],
+            "project": project,
+            "scopes": scopes or ["predict"],
+            "expires_at": expires_at,
+        }
+        result: dict[str, Any] = self.request("POST", "/api/v1/api-keys", json=body)
+        return result
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/api-keys")
+        return result
+
+    def revoke_api_key(self, key_id: int) -> None:
+        self.request("DELETE", f"/api/v1/api-keys/{key_id}")
 
 
 def _error_from(response: httpx2.Response) -> KonanError:

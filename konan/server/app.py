@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,7 +15,9 @@ from konan.backends.artifacts.factory import artifact_store_from_settings
 from konan.core.settings import Settings, load_settings
 from konan.db import migrate
 from konan.db.engine import make_engine, make_session_factory
-from konan.governance.api import auth_router, projects_router
+from konan.deployments.api import internal_router
+from konan.deployments.api import router as deployments_router
+from konan.governance.api import approvals_router, auth_router, keys_router, projects_router
 from konan.registry.api import router as registry_router
 from konan.server import health
 from konan.server.body_guard import BodyGuard
@@ -43,7 +47,14 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         artifacts=artifact_store_from_settings(settings),
     )
 
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if "predict_proxy" in state.__dict__:
+            await state.predict_proxy.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Konan",
         version=__version__,
         description="Self-hosted MLOps: registry, deployments, monitoring, governance.",
@@ -55,7 +66,11 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.include_router(health.router)
     app.include_router(auth_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(projects_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(keys_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(approvals_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(registry_router, prefix=API_PREFIX)
+    app.include_router(deployments_router, prefix=API_PREFIX)
+    app.include_router(internal_router, prefix=API_PREFIX)
     registry = settings.registry
     app.add_middleware(
         BodyGuard,

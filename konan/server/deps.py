@@ -5,14 +5,16 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from konan.backends.artifacts.base import ArtifactStore
 from konan.core.errors import PermissionDenied, Unauthenticated
 from konan.core.settings import Settings
+from konan.db.engine import begin_write
 from konan.governance import repository as governance_repo
 from konan.governance.orm import User
 from konan.governance.security import decode_token
@@ -46,13 +48,15 @@ def get_artifacts(state: StateDep) -> ArtifactStore:
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
+def get_session(request: Request, state: StateDep) -> Iterator[Session]:
     """The request's unit of work: commits when the route returns, rolls back when it raises.
 
     scope="function" (below) makes FastAPI finish this before the response is sent, so a failed
     commit is the client's error response, not a silent loss after a 200.
     """
     session = state.session_factory()
+    if request.method not in SAFE_METHODS:
+        begin_write(session)
     try:
         yield session
         session.commit()
@@ -108,6 +112,18 @@ def _check_csrf(request: Request) -> None:
             raise PermissionDenied(f"requests from origin {origin!r} are not allowed")
 
 
+def _refuse_api_key(session: Session, token: str) -> NoReturn:
+    """An API key is for the data plane. A live one is a valid credential used in the wrong
+    place (403); anything else is no credential at all (401)."""
+    from konan.governance.api_keys import hash_key
+    from konan.governance.orm import ApiKey
+
+    row = session.scalar(sa.select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    if row is not None and row.revoked_at is None:
+        raise PermissionDenied("API keys may only call prediction routes; log in as a user")
+    raise Unauthenticated("the API key is invalid or revoked")
+
+
 def get_principal(request: Request, state: StateDep, session: SessionDep) -> Principal:
     """The signed-in user, loaded fresh on every request so a role change applies at once."""
     token = _bearer(request)
@@ -118,7 +134,7 @@ def get_principal(request: Request, state: StateDep, session: SessionDep) -> Pri
     if not token:
         raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
     if token.startswith("kn_"):
-        raise Unauthenticated("API keys are accepted only on prediction and feedback routes")
+        _refuse_api_key(session, token)
     claims = decode_token(token, secret=state.jwt_secret, kind="access")
     user = governance_repo.user_by_id(session, claims.user_id)
     if user is None or not user.is_active or user.token_version != claims.token_version:

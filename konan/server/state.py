@@ -10,7 +10,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from konan.backends.artifacts.base import ArtifactStore
+from konan.backends.runtimes.base import Runtime
 from konan.core.settings import Settings
+from konan.deployments.proxy import EndpointCache, PredictProxy
 
 
 @dataclass
@@ -21,6 +23,23 @@ class AppState:
     jwt_secret: str
     artifacts: ArtifactStore
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        from konan.backends.runtimes.factory import runtime_from_settings
+
+        return runtime_from_settings(self.settings)
+
+    @cached_property
+    def predict_proxy(self) -> PredictProxy:
+        from konan.deployments import repository
+
+        def endpoint(name: str) -> str | None:
+            with self.session_factory() as session:
+                deployment = repository.by_name(session, name)
+                return deployment.endpoint_url if deployment else None
+
+        return PredictProxy(EndpointCache(endpoint))
 
     @cached_property
     def celery(self) -> Any:

@@ -27,6 +27,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "konan.governance.expire_approvals",
             "schedule": settings.queue.expire_approvals_every_seconds,
         },
+        "reconcile-deployments": {
+            "task": "konan.deployments.reconcile_all",
+            "schedule": settings.queue.reconcile_every_seconds,
+        },
         "purge-prediction-logs": {
             "task": "konan.monitoring.purge_prediction_logs",
             "schedule": crontab(hour="3", minute="17"),

@@ -18,6 +18,7 @@ from konan.core.settings import Settings
 
 # Every domain's task module; the worker imports these, the server only sends by name.
 TASK_MODULES = [
+    "konan.deployments.tasks",
     "konan.governance.tasks",
     "konan.monitoring.tasks",
 ]
