@@ -104,11 +104,19 @@ class AuthSettings(_Section):
 
 
 class ServerSettings(_Section):
+    # A wildcard origin with credentials would let any site act as the signed-in user.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = None
     max_json_bytes: int = Field(default=16 * 1024**2, ge=1024, description="JSON body limit")
     rate_limit_enabled: bool = True
+    # A bearer token Prometheus sends to scrape /metrics (admins' own tokens work too).
+    metrics_token: SecretStr | None = None
+    login_rate_limit: str = Field(default="10/minute", description="per client address + user")
+    user_rate_limit: str = Field(default="1200/minute", description="per signed-in user")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser"
+    )
 
 
 class RegistrySettings(_Section):
@@ -163,6 +171,14 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _no_wildcard_cors(self) -> Settings:
+        if "*" in self.server.cors_origins:
+            raise ValueError(
+                "KONAN_SERVER__CORS_ORIGINS must list origins; '*' is refused (cookies ride along)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _scale_out_needs_everything_explicit(self) -> Settings:

@@ -4,11 +4,13 @@ projects and their members, users."""
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, Response
 
-from konan.core.errors import NotFound, Unauthenticated
+from konan.core.errors import NotFound, PermissionDenied, Unauthenticated
+from konan.core.types import ProjectRole
 from konan.deployments import repository as deployments_repo
 from konan.deployments.api import enqueue_reconcile
 from konan.deployments.orm import Deployment
@@ -20,6 +22,7 @@ from konan.governance.schemas import (
     ApiKeyCreated,
     ApiKeyRead,
     ApprovalRead,
+    AuditEventRead,
     Decision,
     LoginRequest,
     MemberRead,
@@ -73,8 +76,11 @@ def _secure_cookies(state: StateDep) -> bool:
 
 @auth_router.post("/login", response_model=TokenPair)
 def login(
-    body: LoginRequest, response: Response, session: SessionDep, state: StateDep
+    body: LoginRequest, request: Request, response: Response, session: SessionDep, state: StateDep
 ) -> TokenPair:
+    client = request.client.host if request.client else "unknown"
+    limiter = state.rate_limiter
+    limiter.check(limiter.login, "login", client, body.username.lower(), what="login attempts")
     auth = state.settings.auth
     issued = service.login(
         session,
@@ -327,3 +333,66 @@ def reject(
     row = session.get(ApprovalRequest, approval_id)
     assert row is not None
     return _approval_read(session, row)
+
+
+audit_router = APIRouter(tags=["audit"])
+
+
+@audit_router.get("/audit", response_model=list[AuditEventRead])
+def list_audit(
+    principal: PrincipalDep,
+    session: SessionDep,
+    project: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    object_type: Annotated[str | None, Query(max_length=50)] = None,
+    actor: Annotated[str | None, Query(max_length=100)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEventRead]:
+    """The append-only audit log, newest first. Admins see everything; project owners see
+    their projects' events."""
+    if project is not None:
+        ids: list[int] | None = [
+            visible_project(session, principal.user, project, Action.manage_members).id
+        ]
+    elif principal.is_admin:
+        ids = None
+    else:
+        ids = [
+            p.id
+            for p, role in repository.memberships(session, principal.id)
+            if role == ProjectRole.owner
+        ]
+        if not ids:
+            raise PermissionDenied("reading the audit log needs the owner role or admin")
+    events = audit.search(
+        session,
+        project_ids=ids,
+        action=action,
+        object_type=object_type,
+        actor=actor,
+        since=since,
+        until=until,
+        before_id=before_id,
+        limit=limit,
+    )
+    names = {p.id: p.name for p in repository.list_projects(session, None)}
+    return [
+        AuditEventRead(
+            id=e.id,
+            at=e.at,
+            actor=e.actor_name,
+            action=e.action,
+            object_type=e.object_type,
+            object_id=e.object_id,
+            project=names.get(e.project_id) if e.project_id else None,
+            before=e.before,
+            after=e.after,
+            request_id=e.request_id,
+            client_addr=e.client_addr,
+            hash=e.hash,
+        )
+        for e in events
+    ]

@@ -125,3 +125,34 @@ def verify(session: Session) -> ChainReport:
         prev = event.hash
         checked += 1
     return ChainReport(checked, None, None)
+
+
+def search(
+    session: Session,
+    *,
+    project_ids: list[int] | None,
+    action: str | None = None,
+    object_type: str | None = None,
+    actor: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first; `before_id` pages backwards. project_ids None means every event."""
+    query = sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if project_ids is not None:
+        query = query.where(AuditEvent.project_id.in_(project_ids))
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if object_type:
+        query = query.where(AuditEvent.object_type == object_type)
+    if actor:
+        query = query.where(AuditEvent.actor_name == actor)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    return list(session.scalars(query))

@@ -137,3 +137,18 @@ class ApprovalRead(BaseModel):
     comment: str
     created_at: datetime
     expires_at: datetime
+
+
+class AuditEventRead(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    project: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+    client_addr: str | None
+    hash: str

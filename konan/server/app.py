@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from konan import __version__
@@ -17,11 +18,19 @@ from konan.db import migrate
 from konan.db.engine import make_engine, make_session_factory
 from konan.deployments.api import internal_router
 from konan.deployments.api import router as deployments_router
-from konan.governance.api import approvals_router, auth_router, keys_router, projects_router
+from konan.governance.api import (
+    approvals_router,
+    audit_router,
+    auth_router,
+    keys_router,
+    projects_router,
+)
 from konan.registry.api import router as registry_router
 from konan.server import health
 from konan.server.body_guard import BodyGuard
+from konan.server.docs import install_docs, metrics_access
 from konan.server.errors import ERROR_RESPONSES, install_error_handlers
+from konan.server.security_headers import SecurityHeaders
 from konan.server.state import AppState
 
 log = logging.getLogger("konan.server")
@@ -58,7 +67,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         title="Konan",
         version=__version__,
         description="Self-hosted MLOps: registry, deployments, monitoring, governance.",
-        openapi_url="/openapi.json",
+        # Served below behind authentication: only /healthz and /readyz are public.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.konan = state
     install_error_handlers(app)
@@ -68,10 +80,20 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.include_router(projects_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(keys_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(approvals_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(audit_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(registry_router, prefix=API_PREFIX)
     app.include_router(deployments_router, prefix=API_PREFIX)
     app.include_router(internal_router, prefix=API_PREFIX)
     registry = settings.registry
+    app.add_middleware(SecurityHeaders)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "Idempotency-Key"],
+        )
     app.add_middleware(
         BodyGuard,
         json_limit=settings.server.max_json_bytes,
@@ -80,8 +102,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     )
 
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
-        app, endpoint="/metrics", include_in_schema=False
+        app, endpoint="/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)]
     )
+    install_docs(app)
 
     _mount_dashboard(app)
     return app

@@ -141,6 +141,7 @@ def get_principal(request: Request, state: StateDep, session: SessionDep) -> Pri
         raise Unauthenticated("the token is no longer valid; log in again")
     if via == "cookie":
         _check_csrf(request)
+    state.rate_limiter.check(state.rate_limiter.user, "user", str(user.id), what="requests")
     return Principal(user=user, via=via)
 
 

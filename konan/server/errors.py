@@ -71,7 +71,9 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KonanError)
     async def _konan(request: Request, exc: KonanError) -> JSONResponse:
-        headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
+        headers = None
+        if exc.status in (429, 503):
+            headers = {"Retry-After": str(exc.extra.get("retry_after", 5))}
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(exc.to_payload(), status_code=exc.status, headers=headers)

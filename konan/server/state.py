@@ -13,6 +13,7 @@ from konan.backends.artifacts.base import ArtifactStore
 from konan.backends.runtimes.base import Runtime
 from konan.core.settings import Settings
 from konan.deployments.proxy import EndpointCache, PredictProxy
+from konan.server.rate_limits import RateLimiter
 
 
 @dataclass
@@ -23,6 +24,10 @@ class AppState:
     jwt_secret: str
     artifacts: ArtifactStore
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings)
 
     @cached_property
     def runtime(self) -> Runtime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
@@ -80,16 +81,47 @@ def test_malformed_json_is_a_json_4xx_without_a_stack_trace(client: TestClient) 
     assert "Traceback" not in response.text
 
 
-def test_metrics_are_exposed_in_prometheus_format(client: TestClient) -> None:
+def test_metrics_are_exposed_in_prometheus_format_to_admins(
+    client: TestClient, admin_token: str
+) -> None:
     client.get("/healthz")
     client.get("/api/v1/nothing-here")
-    response = client.get("/metrics")
+    client.cookies.clear()
+    assert client.get("/metrics").status_code == 401
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {admin_token}"})
     assert response.status_code == 200
     assert "http_requests_total" in response.text
 
 
-def test_openapi_document_lists_the_auth_routes(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_metrics_accept_the_scrape_token(settings: Settings, engine: Engine) -> None:
+    scraping = settings.model_copy(
+        update={
+            "server": settings.server.model_copy(update={"metrics_token": SecretStr("scrape-me")})
+        }
+    )
+    app = create_app(scraping)
+    with TestClient(app) as client:
+        ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    app.state.konan.engine.dispose()
+    assert ok.status_code == 200
+    assert wrong.status_code == 401
+
+
+def test_security_headers_are_on_every_answer(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert (
+        "unsafe-inline"
+        not in response.headers["content-security-policy"].split("script-src")[1].split(";")[0]
+    )
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_openapi_document_lists_the_auth_routes(client: TestClient, admin_token: str) -> None:
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    paths = client.get("/openapi.json", headers=headers).json()["paths"]
     assert "/api/v1/auth/login" in paths
     assert "/api/v1/auth/me" in paths
 
