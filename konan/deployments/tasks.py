@@ -3,6 +3,8 @@ periodically (heals crashed workloads, refreshes status). Both are idempotent.""
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
@@ -36,6 +38,25 @@ def reconcile(deployment_id: int) -> str | None:
     result = reconciler.reconcile(
         ctx.session_factory, _runtime(ctx.settings), ctx.settings, deployment_id
     )
+    if result is not None and result.status in SETTLING:
+        refresh_status.apply_async(args=[deployment_id, time.time() + WATCH_SECONDS], countdown=1)
+    return result.status if result else None
+
+
+# While a deployment is starting, watch it closely so "ready" shows within a second or so
+# instead of at the next periodic pass.
+SETTLING = frozenset({"pending", "starting", "degraded"})
+WATCH_SECONDS = 120.0
+
+
+@shared_task(name="konan.deployments.refresh_status", ignore_result=True)
+def refresh_status(deployment_id: int, until: float) -> str | None:
+    ctx = task_context()
+    result = reconciler.reconcile(
+        ctx.session_factory, _runtime(ctx.settings), ctx.settings, deployment_id, apply=False
+    )
+    if result is not None and result.status in SETTLING and time.time() < until:
+        refresh_status.apply_async(args=[deployment_id, until], countdown=1)
     return result.status if result else None
 
 

@@ -1,0 +1,183 @@
+"""The whole journey on `konan up`: register two versions, deploy on the local runtime, predict
+with a key, canary at 10 %, promote, roll back — with a load generator running through every
+change and not one failed request — then kill a model server and see it replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+import konan
+from tests.e2e.test_konan_up import Up
+from tests.registry import builders
+
+PASSWORD = "journey-admin-password"
+ROWS = [{"a": 0.5, "b": -1.0, "c": 0.25, "d": 2.0}]
+
+
+class Load:
+    """Sends predictions back to back until stopped; counts answers by status and version."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.statuses: Counter[int] = Counter()
+        self.versions: list[int] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx2.Client(timeout=30) as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.post(self.url, json={"inputs": ROWS}, headers=self.headers)
+                except httpx2.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                self.statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    self.versions.append(response.json()["model_version"])
+                else:
+                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def recent(self, n: int) -> list[int]:
+        return self.versions[-n:]
+
+
+def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def serving_pids(data_dir: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(cmdline).decode(errors="replace")
+        if "konan.serving" in text and str(data_dir) in text and "--spec" in text:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[tuple[Up, konan.Client]]:
+    up = Up(tmp_path / "data", admin_password=PASSWORD)
+    try:
+        up.wait_for("/readyz", 200, timeout=90)
+        with konan.Client(up.url) as client:
+            client.login("admin", PASSWORD)
+            yield up, client
+    finally:
+        up.stop()
+
+
+def test_canary_promote_rollback_under_load_without_a_failed_request(
+    platform: tuple[Up, konan.Client], tmp_path: Path
+) -> None:
+    up, client = platform
+    frame = builders.numeric_frame()
+    # Two different models; answers are told apart by the version number they carry.
+    first = builders.numeric_classifier(frame)
+    second = builders.numeric_classifier(frame.assign(y=1 - frame["y"]))
+    for model in (first, second):
+        client.register_model(model, name="churn", reference_data=frame, target="y")
+    deployed = client.deploy("churn-live", model="churn", version=1, wait=90)
+    assert deployed["status"] == "ready"
+    key = client.create_api_key("load", deployments=["churn-live"])["key"]
+
+    direct = httpx2.post(
+        f"{deployed['endpoint_url']}/predict",
+        json={"inputs": ROWS},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert direct.status_code == 200, direct.text
+    assert direct.json()["model_version"] == 1
+
+    load = Load(f"{up.url}/api/v1/deployments/churn-live/predict", key).start()
+    try:
+        wait_for(lambda: len(load.versions) >= 20, 30, "the first answers")
+
+        canary = client.set_traffic("churn-live", canary=2, canary_weight=0.1, reason="try v2")
+        client.wait_until_ready("churn-live", revision=canary["revision"], timeout=60)
+        mark = len(load.versions)
+        wait_for(lambda: 2 in load.versions[mark:], 60, "the canary to answer")
+        wait_for(lambda: len(load.versions) - mark >= 300, 60, "300 answers with a canary")
+        share = load.versions[mark:].count(2) / len(load.versions[mark:])
+        assert 0.02 < share < 0.25, share
+
+        promoted = client.promote("churn-live", reason="v2 wins")
+        client.wait_until_ready("churn-live", revision=promoted["revision"], timeout=60)
+        wait_for(lambda: load.recent(50) == [2] * 50, 60, "every answer from version 2")
+
+        back = client.rollback("churn-live", revision=1, reason="back to v1")
+        client.wait_until_ready("churn-live", revision=back["revision"], timeout=60)
+        wait_for(lambda: load.recent(50) == [1] * 50, 60, "every answer from version 1 again")
+    finally:
+        load.stop()
+
+    assert load.failures == [], load.failures[:5]
+    assert load.statuses[200] > 500, load.statuses
+
+    # A model server killed outright is replaced and serving again within 5 seconds.
+    pids = serving_pids(tmp_path / "data")
+    assert pids, "no model server process found"
+    os.kill(pids[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def serving_again() -> bool:
+        try:
+            response = httpx2.post(
+                f"{up.url}/api/v1/deployments/churn-live/predict",
+                json={"inputs": ROWS},
+                headers=headers,
+                timeout=2,
+            )
+        except httpx2.HTTPError:
+            return False
+        return response.status_code == 200 and pids[0] not in serving_pids(tmp_path / "data")
+
+    wait_for(serving_again, 5, "a replacement model server")
+    assert time.monotonic() - killed_at < 5
+
+    # Revoking the key stops it within 5 seconds.
+    key_id = next(k["id"] for k in client.list_api_keys() if k["name"] == "load")
+    client.revoke_api_key(key_id)
+
+    def refused() -> bool:
+        response = httpx2.post(
+            f"{up.url}/api/v1/deployments/churn-live/predict",
+            json={"inputs": ROWS},
+            headers=headers,
+            timeout=2,
+        )
+        return response.status_code == 401
+
+    wait_for(refused, 5, "the revoked key to be refused")
