@@ -1,0 +1,808 @@
+"""The model server: one process per deployment replica, a plain ASGI callable under uvicorn.
+
+`Replica` holds what the process serves (the routing table, the key set, the log producer, the
+shadow runner) and the threads that keep it current. `ServingApp` is the ASGI callable: the
+predict path is written out by hand — header scan, key check, body, validation, model call,
+one enqueue, one response — because it is what the benchmarks measure. `serve()` creates the
+sockets (SO_REUSEPORT on request, so replicas can share a port), runs uvicorn on them with
+uvloop and httptools, and on SIGTERM turns /readyz to 503, stops accepting, lets in-flight
+requests finish and flushes the prediction log before exiting 0.
+
+This module is the data plane's composition root. It must not import the database, Celery,
+FastAPI or any control-plane module (a test checks that in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+
+from konan.backends.artifacts import artifact_store_from_settings
+from konan.core.settings import Settings, load_settings
+from konan.monitoring.stream import (
+    LogProducer,
+    PredictionRecord,
+    RedisStreamLogStream,
+    SpoolLogStream,
+    make_producer,
+    redis_url,
+)
+from konan.serving.keys import KeyCache, KeyRefresher
+from konan.serving.metrics import ServingMetrics
+from konan.serving.outputs import dumps, jsonable
+from konan.serving.routing import RoutingTable
+from konan.serving.shadow import ShadowJob, ShadowRunner
+from konan.serving.spec import SERVING_TOKEN_ENV, ServingSpec
+from konan.serving.validation import Rejected, parse_body
+from konan.serving.versions import LoadedVersion, ModelLoader, Reloader
+
+log = logging.getLogger("konan.serving")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_QUERY_CREDENTIALS = frozenset(
+    ("key", "api_key", "apikey", "api-key", "token", "access_token", "authorization")
+)
+_DEPLOYMENT_PREFIX = "/api/v1/deployments/"
+_JSON = (b"content-type", b"application/json")
+_RETRY_AFTER = ((b"retry-after", b"1"),)
+_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Options:
+    spec: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reuse_port: bool = False
+    admin_host: str | None = None
+    admin_port: int | None = None
+    drain_delay: float = 0.0
+    graceful_timeout: float = 20.0
+    shadow_queue: int = 64
+    log_queue: int | None = None
+    model_threads: int = 4
+    log_level: str = "info"
+
+
+class RequestIds:
+    """uuid4-shaped hex ids from a per-process PRNG seeded by the OS: uuid.uuid4() reads
+    os.urandom on every call, which costs tens of microseconds on some VMs. Request ids must be
+    unique, not unpredictable; the generator is reseeded in a forked child."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._random.seed(os.urandom(32))
+
+    def new(self) -> str:
+        value = self._random.getrandbits(128)
+        value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+        value = (value & ~(0xF000 << 64)) | (4 << 76)  # version 4
+        return f"{value:032x}"
+
+
+def _producer(settings: Settings, queue_size: int | None) -> LogProducer:
+    if queue_size is None:
+        return make_producer(settings)
+    # The same wiring as make_producer, with a smaller in-memory queue (tests, tight memory).
+    url = redis_url(settings)
+    target = RedisStreamLogStream(url) if url is not None else None
+    return LogProducer(SpoolLogStream(settings.spool_dir), target, queue_size=queue_size)
+
+
+class Replica:
+    """Everything one serving process holds, and the background threads that keep it fresh."""
+
+    def __init__(self, spec_path: Path, spec: ServingSpec, settings: Settings, options: Options):
+        self.metrics = ServingMetrics()
+        data_dir = settings.data_dir.resolve()
+        self.loader = ModelLoader(
+            artifact_store_from_settings(settings),
+            cache_dir=data_dir / "cache" / "serving",
+            workdir=settings.tmp_dir / "serving",
+            metrics=self.metrics,
+        )
+        self.reloader = Reloader(spec_path, self.loader, spec)
+        self.keys = KeyCache()
+        self.refresher = KeyRefresher(
+            self.keys, lambda: self.reloader.latest_spec.keys, self.metrics
+        )
+        self.producer = _producer(settings, options.log_queue)
+        self.shadow = ShadowRunner(self.producer, self.metrics, queue_size=options.shadow_queue)
+        self.model_pool = ThreadPoolExecutor(
+            max_workers=options.model_threads, thread_name_prefix="konan-model"
+        )
+        self.draining = False
+        self.in_flight = 0
+        self.requests_total = 0
+        # Seconds spent answering predictions that reached a model, summed over requests: its
+        # rate is the average number of requests in flight (Little's law), the load signal an
+        # autoscaler wants even when fast models run inline and `in_flight` is rarely above 1.
+        self.busy_seconds = 0.0
+        self._busy_marks: deque[tuple[float, float]] = deque()
+        self.started_at = time.time()
+        self._model_errors_logged: set[tuple[int, str]] = set()
+        gauges = self.metrics.gauges
+        gauges["konan_serving_in_flight"] = ("Predict requests being answered.", self._in_flight)
+        gauges["konan_serving_ready"] = ("1 when this replica is ready.", self._ready_value)
+        gauges["konan_serving_revision"] = ("The spec revision served.", self._revision_value)
+        gauges["konan_serving_keys"] = ("API keys in the cached set.", lambda: len(self.keys))
+        self.metrics.counters["konan_serving_busy_seconds"] = (
+            "Seconds spent answering predictions; its rate is the average concurrency.",
+            lambda: self.busy_seconds,
+        )
+
+    def _in_flight(self) -> int:
+        return self.in_flight
+
+    def _ready_value(self) -> int:
+        return 1 if self.readiness()[0] else 0
+
+    def _revision_value(self) -> int:
+        table = self.reloader.table
+        return table.revision if table is not None else 0
+
+    def start(self) -> None:
+        self.reloader.start()
+        self.refresher.start()
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            log.info("draining: /readyz answers 503, in-flight requests finish")
+
+    def readiness(self) -> tuple[bool, str | None]:
+        if self.draining:
+            return False, "draining"
+        table = self.reloader.table
+        if table is None:
+            failure = self.reloader.error
+            return False, failure.reason if failure is not None else "loading"
+        if not self.keys.fetched_once:
+            return False, "keys_unavailable"
+        return True, None
+
+    def model_error(self, version: LoadedVersion, exc: BaseException) -> None:
+        key = (version.version, type(exc).__name__)
+        if key not in self._model_errors_logged and len(self._model_errors_logged) < 100:
+            self._model_errors_logged.add(key)
+            log.warning(
+                "version %d failed on a request (%s); further %s errors are only counted",
+                version.version,
+                type(exc).__name__,
+                type(exc).__name__,
+            )
+
+    def concurrency(self, window: float = 10.0) -> float:
+        """Average requests in flight over about the last `window` seconds."""
+        now = time.monotonic()
+        marks = self._busy_marks
+        if not marks or now - marks[-1][0] >= 0.5:
+            marks.append((now, self.busy_seconds))
+        while len(marks) > 2 and now - marks[1][0] >= window:
+            marks.popleft()
+        since, busy_then = marks[0]
+        if now - since < 0.5:
+            return float(self.in_flight)
+        return round((self.busy_seconds - busy_then) / (now - since), 3)
+
+    def stats(self) -> dict[str, Any]:
+        table = self.reloader.table
+        ready, reason = self.readiness()
+        failure = self.reloader.error
+        versions: list[dict[str, Any]] = []
+        traffic: dict[str, Any] | None = None
+        if table is not None:
+            roles = table.roles()
+            for number, loaded in sorted(table.versions.items()):
+                versions.append(
+                    {
+                        "version": number,
+                        "model_version_id": loaded.model_version_id,
+                        "role": roles.get(number),
+                        "flavor": loaded.served.flavor,
+                        "sha256": loaded.served.sha256,
+                        "mean_latency_ms": round(loaded.ewma * 1000.0, 3),
+                        "offloaded": loaded.offload,
+                    }
+                )
+            t = table.spec.traffic
+            traffic = {
+                "champion": t.champion,
+                "canary": t.canary,
+                "canary_weight": t.canary_weight,
+                "shadow": t.shadow,
+            }
+        keys_age = (
+            round(time.time() - self.keys.last_success, 3)
+            if self.keys.last_success is not None
+            else None
+        )
+        return {
+            "deployment": table.deployment if table is not None else None,
+            "revision": table.revision if table is not None else None,
+            "pending_revision": self.reloader.pending_revision,
+            "ready": ready,
+            "reason": reason,
+            "draining": self.draining,
+            "in_flight": self.in_flight,
+            "concurrency": self.concurrency(),
+            "requests_total": self.requests_total,
+            "error": failure.reason if failure is not None else None,
+            "versions": versions,
+            "traffic": traffic,
+            "keys": {
+                "count": len(self.keys),
+                "fetched": self.keys.fetched_once,
+                "age_seconds": keys_age,
+                "error": self.keys.error,
+            },
+            "shadow": {
+                "queued": self.shadow.queued,
+                "dropped": self.metrics.shadow_dropped,
+                "done": self.shadow.done,
+            },
+            "log": {"shed": self.metrics.log_shed},
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+        }
+
+    def close(self) -> None:
+        """After the server stopped: stop the threads, then flush and close the log."""
+        self.reloader.stop()
+        self.refresher.stop()
+        self.shadow.close()
+        self.model_pool.shutdown(wait=False, cancel_futures=True)
+        self.producer.close()
+
+
+def _query_has_credentials(query: bytes) -> bool:
+    try:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return False
+    return any(name.strip().lower() in _QUERY_CREDENTIALS for name, _ in pairs)
+
+
+def _is_json(content_type: bytes) -> bool:
+    if content_type == b"application/json":
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
+class ServingApp:
+    """The ASGI callable. Public socket: predict, /healthz, /readyz; /metrics and /stats need
+    the serving token. Admin socket (the supervisor's, one per replica): all of them, open."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        admin_port: int | None = None,
+        token: str | None = None,
+        max_body_bytes: int = 16 * 1024**2,
+    ) -> None:
+        self.replica = replica
+        self.metrics = replica.metrics
+        self.admin_port = admin_port
+        self._token = token.encode() if token else None
+        self.max_body_bytes = max_body_bytes
+        self._ids = RequestIds()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/predict" or (
+            path.startswith(_DEPLOYMENT_PREFIX) and path.endswith("/predict")
+        ):
+            if method != "POST":
+                await _send_json(
+                    send,
+                    405,
+                    {"detail": "use POST", "code": "method_not_allowed"},
+                    ((b"allow", b"POST"),),
+                )
+                return
+            name = None
+            if path != "/predict":
+                name = path[len(_DEPLOYMENT_PREFIX) : -len("/predict")]
+            replica = self.replica
+            replica.in_flight += 1
+            replica.requests_total += 1
+            try:
+                await self._predict(scope, receive, send, name)
+            finally:
+                replica.in_flight -= 1
+            return
+        if method not in ("GET", "HEAD"):
+            if path in ("/healthz", "/readyz", "/metrics", "/stats"):
+                await _send_json(
+                    send,
+                    405,
+                    {"detail": "use GET", "code": "method_not_allowed"},
+                    ((b"allow", b"GET, HEAD"),),
+                )
+            else:
+                await _send_json(send, 404, {"detail": "not found", "code": "not_found"})
+            return
+        admin = self.admin_port is not None and _local_port(scope) == self.admin_port
+        if path == "/healthz":
+            await _send_json(send, 200, {"status": "ok"})
+        elif path == "/readyz":
+            await self._readyz(send, admin)
+        elif path in ("/metrics", "/stats"):
+            if not admin and not self._operator(scope):
+                await _send_json(
+                    send,
+                    401,
+                    {
+                        "detail": "use the admin port, or send the serving token "
+                        "as 'Authorization: Bearer <token>'",
+                        "code": "unauthenticated",
+                    },
+                    ((b"www-authenticate", b'Bearer realm="konan"'),),
+                )
+            elif path == "/metrics":
+                body = self.metrics.render()
+                await _send(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
+            else:
+                await _send_json(send, 200, self.replica.stats())
+        else:
+            await _send_json(send, 404, {"detail": "not found", "code": "not_found"})
+
+    def _operator(self, scope: Scope) -> bool:
+        if self._token is None:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, b"Bearer " + self._token)
+        return False
+
+    async def _readyz(self, send: Send, admin: bool) -> None:
+        replica = self.replica
+        ready, reason = replica.readiness()
+        table = replica.reloader.table
+        failure = replica.reloader.error
+        error = failure.reason if failure is not None else None
+        if not admin:  # the public port says what, the private one also says why
+            reason = reason.split(":", 1)[0] if reason else None
+            error = failure.code if failure is not None else None
+        doc: dict[str, Any] = {
+            "ready": ready,
+            "revision": table.revision if table is not None else None,
+            "error": error,
+        }
+        if not ready:
+            doc["reason"] = reason
+        await _send_json(send, 200 if ready else 503, doc)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes | None:
+        limit = self.max_body_bytes
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                raise Rejected(
+                    400, "bad_request", "invalid Content-Length", code="bad_request"
+                ) from None
+            if declared > limit:
+                raise _too_large(limit)
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # the client went away
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise _too_large(limit)
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str | None) -> None:
+        started = time.perf_counter()
+        replica = self.replica
+        metrics = self.metrics
+        table: RoutingTable | None = replica.reloader.table
+        sticky_name = table.sticky_header if table is not None else None
+        authorization = content_type = content_length = request_id_header = sticky = None
+        for header, value in scope["headers"]:
+            if header == b"authorization":
+                authorization = value
+            elif header == b"content-type":
+                content_type = value
+            elif header == b"content-length":
+                content_length = value
+            elif header == b"x-request-id":
+                request_id_header = value
+            elif header == sticky_name:
+                sticky = value
+        if request_id_header is not None and _SANE_REQUEST_ID.fullmatch(request_id_header):
+            request_id = request_id_header.decode()
+        else:
+            request_id = self._ids.new()
+        try:
+            if scope["query_string"] and _query_has_credentials(scope["query_string"]):
+                raise Rejected(
+                    401,
+                    "key_in_query",
+                    "API keys must be sent in the Authorization header "
+                    "('Authorization: Bearer <key>'), never in the URL; treat a key that was "
+                    "put in a URL as leaked and rotate it",
+                    code="unauthenticated",
+                )
+            if table is None or not replica.keys.fetched_once:
+                raise Rejected(
+                    503,
+                    "not_ready",
+                    "this model server is not ready yet; retry shortly",
+                    code="dependency_unavailable",
+                    headers=_RETRY_AFTER,
+                )
+            replica.keys.authenticate(authorization, time.time())
+            if name is not None and name != table.deployment:
+                raise Rejected(
+                    404,
+                    "unknown_deployment",
+                    f"no deployment named {name[:100]!r} is served here",
+                    code="not_found",
+                )
+            if content_type is None or not _is_json(content_type):
+                raise Rejected(
+                    415,
+                    "media_type",
+                    "send the body as JSON with 'Content-Type: application/json'",
+                    code="unsupported_media_type",
+                )
+            body = await self._read_body(receive, content_length)
+            if body is None:
+                return
+            rows = parse_body(body, table.max_batch_rows)
+            version, role = table.choose(sticky)
+            checked = version.checker.validate(rows)
+        except Rejected as exc:
+            metrics.rejections[exc.reason] += 1
+            metrics.requests[(None, "", exc.status)] += 1
+            payload = exc.payload()
+            payload["request_id"] = request_id
+            await _send_json(
+                send, exc.status, payload, (*exc.headers, (b"x-request-id", request_id.encode()))
+            )
+            return
+
+        at = time.time()
+        called = time.perf_counter()
+        try:
+            if version.offload:
+                loop = asyncio.get_running_loop()
+                labels, proba = await loop.run_in_executor(
+                    replica.model_pool, version.predict, checked
+                )
+            else:
+                labels, proba = version.predict(checked)
+        except Exception as exc:
+            version.observe(time.perf_counter() - called)
+            await self._model_failed(send, table, version, role, rows, request_id, at, started, exc)
+            return
+        version.observe(time.perf_counter() - called)
+
+        predictions = jsonable(labels)
+        outputs: dict[str, Any] = {"predictions": predictions}
+        response: dict[str, Any] = {"predictions": predictions}
+        if proba is not None:
+            outputs["probabilities"] = response["probabilities"] = jsonable(proba)
+        if checked.unseen:
+            outputs["flags"] = {"unseen_categories": checked.unseen}
+        response["request_id"] = request_id
+        response["model_version"] = version.version
+        latency = time.perf_counter() - started
+        record: PredictionRecord = {
+            "request_id": request_id,
+            "deployment_id": table.deployment_id,
+            "model_version_id": version.model_version_id,
+            "role": role,
+            "at": at,
+            "inputs": rows,
+            "outputs": outputs,
+            "latency_ms": latency * 1000.0,
+            "status_code": 200,
+            "error": None,
+        }
+        if not replica.producer.submit(record):
+            # Never a 200 whose record was dropped: the client retries, the log stays complete.
+            metrics.log_shed += 1
+            metrics.requests[(version.version, role, 503)] += 1
+            replica.busy_seconds += latency
+            await _send_json(
+                send,
+                503,
+                {
+                    "detail": "the prediction log cannot take records right now; retry shortly",
+                    "code": "log_unavailable",
+                    "request_id": request_id,
+                },
+                (*_RETRY_AFTER, (b"x-request-id", request_id.encode())),
+            )
+            return
+        try:
+            body = dumps(response)
+        except TypeError:  # an output orjson does not know: fall back to plain values
+            body = dumps({k: jsonable(v) for k, v in response.items()})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    _JSON,
+                    (b"content-length", b"%d" % len(body)),
+                    (b"x-konan-model-version", version.header),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        metrics.requests[(version.version, role, 200)] += 1
+        version.histogram.observe(latency)
+        replica.busy_seconds += latency
+        if table.shadow is not None:
+            replica.shadow.offer(ShadowJob(table.shadow, rows, request_id, table.deployment_id, at))
+
+    async def _model_failed(
+        self,
+        send: Send,
+        table: RoutingTable,
+        version: LoadedVersion,
+        role: str,
+        rows: list[Any],
+        request_id: str,
+        at: float,
+        started: float,
+        exc: Exception,
+    ) -> None:
+        replica = self.replica
+        replica.model_error(version, exc)
+        latency = time.perf_counter() - started
+        record: PredictionRecord = {
+            "request_id": request_id,
+            "deployment_id": table.deployment_id,
+            "model_version_id": version.model_version_id,
+            "role": "canary" if role == "canary" else "champion",
+            "at": at,
+            "inputs": rows,
+            "outputs": {},
+            "latency_ms": latency * 1000.0,
+            "status_code": 500,
+            "error": f"model_error: {type(exc).__name__}: {exc}"[:1000],
+        }
+        if not replica.producer.submit(record):
+            self.metrics.log_shed += 1
+        self.metrics.requests[(version.version, role, 500)] += 1
+        version.histogram.observe(latency)
+        replica.busy_seconds += latency
+        await _send_json(
+            send,
+            500,
+            {
+                "detail": "the model failed on this input",
+                "code": "model_error",
+                "request_id": request_id,
+            },
+            (
+                (b"x-konan-model-version", version.header),
+                (b"x-request-id", request_id.encode()),
+            ),
+        )
+
+
+def _too_large(limit: int) -> Rejected:
+    return Rejected(
+        413,
+        "body_too_large",
+        f"the request body is larger than {limit} bytes",
+        code="payload_too_large",
+        extra={"max_body_bytes": limit},
+    )
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server else None
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    document: Any,
+    headers: Sequence[tuple[bytes, bytes]] = _NO_HEADERS,
+) -> None:
+    await _send(send, status, dumps(document), [_JSON, *headers])
+
+
+# ---- the process ---------------------------------------------------------------------------------
+
+
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket; with reuse_port several replicas can bind the same port and
+    the kernel spreads connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with SIGTERM meaning: readiness off first, then a graceful stop, exit 0."""
+
+    def __init__(self, config: uvicorn.Config, replica: Replica, drain_delay: float) -> None:
+        super().__init__(config)
+        self.replica = replica
+        self.drain_delay = drain_delay
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        # uvicorn re-raises the captured signal here; we stopped on purpose and exit 0.
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.replica.draining:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        self.replica.begin_drain()
+        if self.drain_delay > 0:
+            timer = threading.Timer(self.drain_delay, self._stop_accepting)
+            timer.daemon = True
+            timer.start()
+        else:
+            self.should_exit = True
+
+    def _stop_accepting(self) -> None:
+        self.should_exit = True
+
+
+def serve(options: Options) -> int:
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per key refresh otherwise
+    try:
+        settings = load_settings()
+        spec = ServingSpec.read(options.spec)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    try:
+        public = listen(options.host, options.port, reuse_port=options.reuse_port)
+        admin = (
+            listen(options.admin_host or options.host, options.admin_port)
+            if options.admin_port is not None
+            else None
+        )
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 2
+    replica = Replica(options.spec, spec, settings, options)
+    admin_port = admin.getsockname()[1] if admin is not None else None
+    app = ServingApp(
+        replica,
+        admin_port=admin_port,
+        token=os.environ.get(SERVING_TOKEN_ENV),
+        max_body_bytes=settings.server.max_json_bytes,
+    )
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(options.graceful_timeout),
+        log_level=options.log_level,
+    )
+    server = _Server(config, replica, options.drain_delay)
+    sockets = [public] if admin is None else [public, admin]
+    replica.start()
+    public_host, public_port = public.getsockname()[:2]
+    announcement = {
+        "event": "listening",
+        "deployment": spec.deployment,
+        "public": f"{public_host}:{public_port}",
+        "admin": f"{admin.getsockname()[0]}:{admin_port}" if admin is not None else None,
+        "pid": os.getpid(),
+    }
+    print(json.dumps(announcement), flush=True)  # one line a supervisor or test can read
+    try:
+        server.run(sockets=sockets)
+    finally:
+        replica.close()
+        log.info("stopped")
+    return 0
