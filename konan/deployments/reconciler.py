@@ -75,6 +75,8 @@ def serving_env(settings: Settings, deployment: Deployment, secret: str) -> dict
         token_version=0,
         kind="serving",
         ttl_seconds=SERVING_TOKEN_TTL,
+        issued_at=deployment.created_at.replace(microsecond=0),
+        token_id=f"serving-{deployment.id}",
     )
     return env
 

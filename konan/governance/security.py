@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import jwt
@@ -45,9 +45,19 @@ class TokenClaims:
 
 
 def issue_token(
-    *, secret: str, user_id: int, token_version: int, kind: TokenKind, ttl_seconds: int
+    *,
+    secret: str,
+    user_id: int,
+    token_version: int,
+    kind: TokenKind,
+    ttl_seconds: int,
+    issued_at: datetime | None = None,
+    token_id: str | None = None,
 ) -> str:
-    now = utcnow()
+    """A signed token. With `issued_at` and `token_id` fixed the token is deterministic: the
+    same inputs give the same string (serving tokens must not change between reconciles, or
+    every runtime would see a new environment and replace its replicas)."""
+    now = issued_at or utcnow()
     claims: dict[str, Any] = {
         "sub": str(user_id),
         "ver": token_version,
@@ -56,7 +66,7 @@ def issue_token(
         "iat": now,
         "nbf": now,
         "exp": now + timedelta(seconds=ttl_seconds),
-        "jti": uuid.uuid4().hex,
+        "jti": token_id or uuid.uuid4().hex,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 

@@ -299,3 +299,9 @@ def test_predict_answers_503_when_the_model_servers_do_not(plane: Plane) -> None
     )
     assert response.status_code == 503
     assert response.headers["retry-after"]
+
+
+def test_the_serving_environment_is_stable_between_reconciles(plane: Plane) -> None:
+    """A changing env would make every runtime replace its replicas on every pass."""
+    plane.deploy()
+    assert _serving_headers(plane, "churn-live") == _serving_headers(plane, "churn-live")
