@@ -111,14 +111,17 @@ def test_canary_promote_rollback_under_load_without_a_failed_request(
     assert deployed["status"] == "ready"
     key = client.create_api_key("load", deployments=["churn-live"])["key"]
 
-    direct = httpx2.post(
-        f"{deployed['endpoint_url']}/predict",
-        json={"inputs": ROWS},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    )
-    assert direct.status_code == 200, direct.text
-    assert direct.json()["model_version"] == 1
+    def direct() -> httpx2.Response:
+        return httpx2.post(
+            f"{deployed['endpoint_url']}/predict",
+            json={"inputs": ROWS},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+
+    # A new key reaches the model servers at their next key refresh (every 2 s).
+    wait_for(lambda: direct().status_code == 200, 5, "the new key to be accepted")
+    assert direct().json()["model_version"] == 1
 
     load = Load(f"{up.url}/api/v1/deployments/churn-live/predict", key).start()
     try:
