@@ -84,8 +84,9 @@ class RuntimeSettings(_Section):
     # data_dir/serving) and the host its endpoint binds to.
     local_root: Path | None = None
     local_host: str = "127.0.0.1"
-    # Autoscaling target: in-flight requests per replica before another replica starts.
-    target_in_flight: float = Field(default=8.0, gt=0)
+    # Autoscaling target: average requests in flight per replica before another starts. For a
+    # model served on the event loop (one request at a time) this is its busy fraction.
+    target_in_flight: float = Field(default=0.75, gt=0)
     # Docker and Kubernetes: the serving image and where it runs.
     image: str = "konan-serving:latest"
     namespace: str = "konan"

@@ -184,3 +184,60 @@ def test_canary_promote_rollback_under_load_without_a_failed_request(
         return response.status_code == 401
 
     wait_for(refused, 5, "the revoked key to be refused")
+
+
+def test_the_cli_deploys_predicts_and_changes_traffic(
+    platform: tuple[Up, konan.Client], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from konan.cli.main import app as cli
+
+    up, client = platform
+    frame = builders.numeric_frame()
+    for flip in (False, True):
+        labels = 1 - frame["y"] if flip else frame["y"]
+        model = builders.numeric_classifier(frame.assign(y=labels))
+        client.register_model(model, name="churn", reference_data=frame, target="y")
+    runner = CliRunner()
+    env = {
+        "KONAN_URL": up.url,
+        "KONAN_TOKEN": client.token or "",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args), env=env)
+        assert result.exit_code == 0, (args, result.output)
+        return result.output
+
+    deployed = run("deploy", "churn", "--version", "1", "--name", "churn-cli", "--wait", "90")
+    assert "churn-cli revision 1: ready" in deployed
+    created = run("keys", "create", "cli-app", "--deployment", "churn-cli")
+    key = created.strip().splitlines()[-1]
+    assert key.startswith("kn_")
+    rows = '[{"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}]'
+
+    def predicted() -> bool:
+        result = runner.invoke(
+            cli, ["predict", "churn-cli", "--key", key, "--inputs", rows], env=env
+        )
+        return result.exit_code == 0 and '"model_version": 1' in result.output
+
+    wait_for(predicted, 5, "the CLI's prediction with the new key")
+
+    assert "canary v2 at 20%" in run("traffic", "churn-cli", "--canary", "2", "--weight", "0.2")
+    assert "champion v2" in run("promote", "churn-cli", "--reason", "cli")
+    assert "champion v1" in run("rollback", "churn-cli", "--revision", "1")
+    listing = run("deployments", "list")
+    assert "churn-cli" in listing
+    shown = run("deployments", "show", "churn-cli")
+    assert "cli" in shown  # the promote's reason in the revision history
+    logs = run("deployments", "logs", "churn-cli", "--tail", "20")
+    assert logs.strip()
+    assert "cli-app" in run("keys", "list")
+    bad = runner.invoke(
+        cli, ["predict", "churn-cli", "--key", key, "--inputs", '[{"a": "x"}]'], env=env
+    )
+    assert bad.exit_code == 1
+    assert "error" in bad.output

@@ -176,6 +176,10 @@ class _Replica:
     ready: bool = False
     revision: int | None = None
     in_flight: int = 0
+    # Average requests in flight over the server's last ~10 s. A server answering on its event
+    # loop takes one request at a time, so the instant in_flight rarely exceeds 1 even when it
+    # is saturated; this average is the load signal autoscaling uses.
+    concurrency: float = 0.0
     reason: str | None = None  # why /readyz says not ready
     error: str | None = None  # a revision that failed to load (may be ready on an older one)
     last_answer: float | None = None
@@ -266,7 +270,7 @@ class Agent:
         root: Path,
         host: str = "127.0.0.1",
         *,
-        target_in_flight: float = 8.0,
+        target_in_flight: float = 0.75,
         server_command: Sequence[str] = SERVER_COMMAND,
         session_factory: sessionmaker[Session] | None = None,
         tuning: AgentTuning | None = None,
@@ -371,7 +375,7 @@ class Agent:
             dep.inputs = (config, dep.spec_revision)
 
         live = [r for r in dep.replicas.values() if r.stopping_since is None]
-        load = float(sum(r.in_flight for r in live))
+        load = float(sum(max(r.in_flight, r.concurrency) for r in live))
         if dep.target is None:
             current_config = sum(1 for r in live if r.config == config)
             dep.target = current_config or desired.replicas_min
@@ -669,6 +673,10 @@ class Agent:
             replica.revision = revision if isinstance(revision, int) else None
             in_flight = body.get("in_flight")
             replica.in_flight = in_flight if isinstance(in_flight, int) else 0
+            concurrency = body.get("concurrency")
+            replica.concurrency = (
+                float(concurrency) if isinstance(concurrency, int | float) else 0.0
+            )
             if body.get("error"):
                 replica.error = str(body["error"])
         replica.ready = ready
