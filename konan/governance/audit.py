@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from konan.core import request_context
 from konan.core.types import utcnow
 from konan.governance.orm import AuditEvent
 
@@ -64,6 +65,10 @@ def record(
     request_id: str | None = None,
     client_addr: str | None = None,
 ) -> AuditEvent:
+    context = request_context.current()
+    if context is not None:
+        request_id = request_id or context.request_id
+        client_addr = client_addr or context.client_addr
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
     prev = session.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))

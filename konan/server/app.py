@@ -30,6 +30,7 @@ from konan.server import health
 from konan.server.body_guard import BodyGuard
 from konan.server.docs import install_docs, metrics_access
 from konan.server.errors import ERROR_RESPONSES, install_error_handlers
+from konan.server.request_id import RequestId
 from konan.server.security_headers import SecurityHeaders
 from konan.server.state import AppState
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "Idempotency-Key"],
         )
+    app.add_middleware(RequestId)
     app.add_middleware(
         BodyGuard,
         json_limit=settings.server.max_json_bytes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from konan.db.engine import unit_of_work
@@ -80,3 +81,35 @@ def test_cli_audit_verify_exit_code(session_factory: sessionmaker[Session], db_u
     bad = runner.invoke(app, ["admin", "audit", "verify"], env=env)
     assert bad.exit_code == 1
     assert "event 2" in bad.output
+
+
+def test_audit_events_carry_the_request_id_and_client_address(
+    client: TestClient, admin_token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {admin_token}", "X-Request-ID": "req-audit-42"}
+    created = client.post("/api/v1/projects", json={"name": "fraud"}, headers=headers)
+    assert created.status_code == 201
+    assert created.headers["x-request-id"] == "req-audit-42"
+    events = client.get("/api/v1/audit?action=project.create&limit=1", headers=headers).json()
+    assert events[0]["after"] == {"name": "fraud"}
+    assert events[0]["actor"] == "admin"
+    assert events[0]["request_id"] == "req-audit-42"
+    assert events[0]["client_addr"] == "testclient"
+
+
+def test_the_audit_log_is_for_admins_and_owners(client: TestClient, admin_token: str) -> None:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    client.post(
+        "/api/v1/users", json={"username": "vic", "password": "vic-password-1"}, headers=admin
+    )
+    client.put(
+        "/api/v1/projects/default/members",
+        json={"username": "vic", "role": "viewer"},
+        headers=admin,
+    )
+    token = client.post(
+        "/api/v1/auth/login", json={"username": "vic", "password": "vic-password-1"}
+    ).json()["access_token"]
+    client.cookies.clear()
+    response = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
