@@ -28,7 +28,13 @@ from konan.deployments.schemas import (
 from konan.governance import audit
 from konan.governance import repository as governance_repo
 from konan.governance.orm import ApprovalRequest, User
-from konan.governance.permissions import Action, authorize, visible_project, visible_project_ids
+from konan.governance.permissions import (
+    Action,
+    authorize,
+    authorize_object,
+    project_scope,
+    visible_project,
+)
 from konan.registry import repository as registry_repo
 from konan.registry.orm import Model, ModelVersion
 
@@ -44,21 +50,13 @@ def get_deployment(
 ) -> Deployment:
     deployment = repository.by_name(session, name)
     project = governance_repo.project_by_id(session, deployment.project_id) if deployment else None
-    if deployment is None or project is None:
-        raise NotFound(f"deployment {name!r} not found")
-    try:
-        authorize(session, user, project, Action.read)
-    except NotFound:
-        raise NotFound(f"deployment {name!r} not found") from None
-    authorize(session, user, project, action)
+    authorize_object(session, user, project, action, f"deployment {name!r} not found")
+    assert deployment is not None
     return deployment
 
 
 def list_deployments(session: Session, user: User, project: str | None) -> list[Deployment]:
-    if project is not None:
-        target = visible_project(session, user, project, Action.read)
-        return repository.list_active(session, [target.id])
-    return repository.list_active(session, visible_project_ids(session, user))
+    return repository.list_active(session, project_scope(session, user, project))
 
 
 def current_revision(session: Session, deployment: Deployment) -> DeploymentRevision:

@@ -66,3 +66,27 @@ def visible_project_ids(session: Session, user: User) -> list[int] | None:
     if user.is_admin:
         return None
     return [project.id for project, _ in repository.memberships(session, user.id)]
+
+
+def authorize_object(
+    session: Session, user: User, project: Project | None, action: Action, missing: str
+) -> Project:
+    """Access to an object of `project`: 404 with `missing` when the object doesn't exist *or*
+    the caller may not see its project (no existence leak); 403 when they see it but may not
+    do `action`."""
+    if project is None:
+        raise NotFound(missing)
+    try:
+        authorize(session, user, project, Action.read)
+    except NotFound:
+        raise NotFound(missing) from None
+    authorize(session, user, project, action)
+    return project
+
+
+def project_scope(session: Session, user: User, project_name: str | None) -> list[int] | None:
+    """Project ids a listing covers: the named project (if visible), else every visible one
+    (None: all, for an admin)."""
+    if project_name is not None:
+        return [visible_project(session, user, project_name, Action.read).id]
+    return visible_project_ids(session, user)

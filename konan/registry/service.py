@@ -20,7 +20,12 @@ from konan.core.types import utcnow
 from konan.governance import audit
 from konan.governance import repository as governance_repo
 from konan.governance.orm import Project, User
-from konan.governance.permissions import Action, authorize, visible_project, visible_project_ids
+from konan.governance.permissions import (
+    Action,
+    authorize_object,
+    project_scope,
+    visible_project,
+)
 from konan.registry import repository
 from konan.registry.datasets import DatasetProfile, profile_dataset
 from konan.registry.flavors import check_declared, detect_flavor
@@ -85,21 +90,14 @@ def get_model(
 ) -> Model:
     project = governance_repo.project_by_name(session, project_name)
     model = repository.model_by_name(session, project.id, name) if project else None
-    if project is None or model is None:
-        raise NotFound(f"model {name!r} not found in project {project_name!r}")
-    try:
-        authorize(session, user, project, Action.read)
-    except NotFound:
-        raise NotFound(f"model {name!r} not found in project {project_name!r}") from None
-    authorize(session, user, project, action)
+    missing = f"model {name!r} not found in project {project_name!r}"
+    authorize_object(session, user, project if model else None, action, missing)
+    assert model is not None
     return model
 
 
 def list_models(session: Session, user: User, project_name: str | None) -> list[Model]:
-    if project_name is not None:
-        project = visible_project(session, user, project_name, Action.read)
-        return repository.list_models(session, [project.id])
-    return repository.list_models(session, visible_project_ids(session, user))
+    return repository.list_models(session, project_scope(session, user, project_name))
 
 
 def get_version(session: Session, model: Model, number: int) -> ModelVersion:
@@ -539,20 +537,14 @@ def create_dataset_version(
 def get_dataset(session: Session, user: User, project_name: str, name: str) -> Dataset:
     project = governance_repo.project_by_name(session, project_name)
     dataset = repository.dataset_by_name(session, project.id, name) if project else None
-    if project is None or dataset is None:
-        raise NotFound(f"dataset {name!r} not found in project {project_name!r}")
-    try:
-        authorize(session, user, project, Action.read)
-    except NotFound:
-        raise NotFound(f"dataset {name!r} not found in project {project_name!r}") from None
+    missing = f"dataset {name!r} not found in project {project_name!r}"
+    authorize_object(session, user, project if dataset else None, Action.read, missing)
+    assert dataset is not None
     return dataset
 
 
 def list_datasets(session: Session, user: User, project_name: str | None) -> list[Dataset]:
-    if project_name is not None:
-        project = visible_project(session, user, project_name, Action.read)
-        return repository.list_datasets(session, [project.id])
-    return repository.list_datasets(session, visible_project_ids(session, user))
+    return repository.list_datasets(session, project_scope(session, user, project_name))
 
 
 def get_dataset_version(session: Session, dataset: Dataset, number: int) -> DatasetVersion:
