@@ -339,6 +339,7 @@ def performance(
     in_window = [
         PredictionLog.deployment_id == deployment.id,
         PredictionLog.bucket_start >= lo - lo % 60,
+        PredictionLog.bucket_start < hi,
         PredictionLog.at >= window.start,
         PredictionLog.at < window.end,
         PredictionLog.status_code < 400,
