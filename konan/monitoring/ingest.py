@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from konan.core.errors import ConfigError
 from konan.deployments.orm import Deployment
+from konan.monitoring import rollups
 from konan.monitoring.orm import PredictionLog
 from konan.monitoring.stream import ROLES
 from konan.registry.orm import ModelVersion
@@ -59,6 +60,10 @@ class IngestResult:
 
 class _Invalid(ValueError):
     pass
+
+
+class _Partial(Exception):
+    """Raised inside a savepoint to undo an insert that stored only part of a chunk."""
 
 
 def ingest(
@@ -229,15 +234,33 @@ def _insert_for(session: Session) -> Any:
 def _insert_chunk(
     session: Session, insert: Any, chunk: list[tuple[int, dict[str, Any]]], result: IngestResult
 ) -> None:
+    params = [row for _, row in chunk]
     try:
         with session.begin_nested():
-            inserted = _rowcount(session.execute(insert, [row for _, row in chunk]))
+            inserted = _rowcount(session.execute(insert, params))
+            if 0 < inserted < len(chunk):
+                # Some rows were replays: ask again with RETURNING (rare, slower) so that
+                # rollups add exactly the rows this call stored.
+                raise _Partial
+    except _Partial:
+        with session.begin_nested():
+            stored = {
+                (r.request_id, r.role)
+                for r in session.execute(
+                    insert.returning(_TABLE.c.request_id, _TABLE.c.role), params
+                )
+            }
+        inserted = len(stored)
+        new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
     except (sa.exc.IntegrityError, sa.exc.DataError):
         # One record the checks above let through (a deployment deleted meanwhile, a value the
         # database refuses): find it one savepoint per record, keep the others.
         for index, row in chunk:
             _insert_one(session, insert, index, row, result)
         return
+    else:
+        new_rows = params if inserted else []
+    rollups.update(session, new_rows)
     _count(chunk, inserted, result)
 
 
@@ -251,6 +274,7 @@ def _insert_one(
         detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
         result.rejected.append(Rejection(index, DATABASE_REJECTED, detail[:500]))
         return
+    rollups.update(session, [row] if inserted else [])
     _count([(index, row)], inserted, result)
 
 
