@@ -243,13 +243,14 @@ def _insert_chunk(
                 # rollups add exactly the rows this call stored.
                 raise _Partial
     except _Partial:
-        with session.begin_nested():
-            stored = {
-                (r.request_id, r.role)
-                for r in session.execute(
-                    insert.returning(_TABLE.c.request_id, _TABLE.c.role), params
-                )
-            }
+        try:
+            with session.begin_nested():
+                returning = insert.returning(_TABLE.c.request_id, _TABLE.c.role)
+                stored = {(r.request_id, r.role) for r in session.execute(returning, params)}
+        except (sa.exc.IntegrityError, sa.exc.DataError):
+            for index, row in chunk:
+                _insert_one(session, insert, index, row, result)
+            return
         inserted = len(stored)
         new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
     except (sa.exc.IntegrityError, sa.exc.DataError):
