@@ -75,5 +75,10 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/deployments/{name}"): Action.deploy,
     ("GET", "/api/v1/deployments/{name}/logs"): Action.read,
     ("POST", "/api/v1/deployments/{name}/predict"): "api_key",
+    # a feedback-scoped API key may also send ground truth (checked in monitoring/feedback.py)
+    ("POST", "/api/v1/deployments/{name}/feedback"): Action.deploy,
+    ("GET", "/api/v1/deployments/{name}/monitoring/health"): Action.read,
+    ("GET", "/api/v1/deployments/{name}/monitoring/drift"): Action.read,
+    ("GET", "/api/v1/deployments/{name}/monitoring/performance"): Action.read,
     ("POST", "/api/v1/internal/deployments/{name}/keys"): "serving_token",
 }

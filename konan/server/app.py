@@ -25,6 +25,8 @@ from konan.governance.api import (
     keys_router,
     projects_router,
 )
+from konan.monitoring.api import router as monitoring_router
+from konan.monitoring.performance_api import router as performance_router
 from konan.registry.api import router as registry_router
 from konan.server import health
 from konan.server.body_guard import BodyGuard
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.include_router(registry_router, prefix=API_PREFIX)
     app.include_router(deployments_router, prefix=API_PREFIX)
     app.include_router(internal_router, prefix=API_PREFIX)
+    app.include_router(monitoring_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(performance_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     registry = settings.registry
     app.add_middleware(SecurityHeaders)
     if settings.server.cors_origins:

@@ -153,6 +153,21 @@ def _calls(ids: dict[str, Any], role: str) -> list[Call]:
             {},
         ),
         c("GET", "/api/v1/deployments/{name}/logs", "/api/v1/deployments/churn-live/logs", {}),
+        *[
+            c(
+                "GET",
+                f"/api/v1/deployments/{{name}}/monitoring/{view}",
+                f"/api/v1/deployments/churn-live/monitoring/{view}",
+                {},
+            )
+            for view in ("health", "drift", "performance")
+        ],
+        c(
+            "POST",
+            "/api/v1/deployments/{name}/feedback",
+            "/api/v1/deployments/churn-live/feedback",
+            {"json": {"request_id": f"fb-{role}", "labels": [1]}},
+        ),
         # changes
         c("POST", "/api/v1/projects", "/api/v1/projects", {"json": {"name": f"p-{role}"}}),
         c(

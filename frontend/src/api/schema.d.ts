@@ -282,6 +282,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/deployments/{name}/feedback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send ground truth for logged predictions, by request id */
+        post: operations["post_feedback_api_v1_deployments__name__feedback_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/deployments/{name}/logs": {
         parameters: {
             query?: never;
@@ -291,6 +308,64 @@ export interface paths {
         };
         /** Deployment Logs */
         get: operations["deployment_logs_api_v1_deployments__name__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deployments/{name}/monitoring/drift": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Drift
+         * @description Drift per feature and of the prediction against the version's reference data.
+         */
+        get: operations["get_drift_api_v1_deployments__name__monitoring_drift_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deployments/{name}/monitoring/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Health
+         * @description Requests, errors by status class, error rate and latency percentiles per bucket and
+         *     model version.
+         */
+        get: operations["get_health_api_v1_deployments__name__monitoring_health_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deployments/{name}/monitoring/performance": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Realised performance from ground truth, estimated performance (CBPE) before it */
+        get: operations["get_performance_api_v1_deployments__name__monitoring_performance_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1025,6 +1100,38 @@ export interface components {
             status_reason: string | null;
             traffic: components["schemas"]["TrafficRead"];
         };
+        /** DriftRead */
+        DriftRead: {
+            /** Dataset Drift */
+            dataset_drift: boolean;
+            /** Deployment */
+            deployment: string;
+            /** Drift Share */
+            drift_share: number;
+            /**
+             * End
+             * Format: date-time
+             */
+            end: string;
+            /** Features */
+            features: components["schemas"]["FeatureDriftRead"][];
+            /** Features Drifted */
+            features_drifted: number;
+            /** Features Tested */
+            features_tested: number;
+            /** Model Version */
+            model_version: number;
+            prediction: components["schemas"]["FeatureDriftRead"] | null;
+            /** Reference Dataset Version Id */
+            reference_dataset_version_id: number;
+            /** Share Drifted */
+            share_drifted: number;
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
+        };
         /**
          * ErrorRead
          * @description Every error answer: a message a person can act on and a stable code.
@@ -1035,12 +1142,140 @@ export interface components {
             /** Detail */
             detail: string;
         };
+        /** FeatureDriftRead */
+        FeatureDriftRead: {
+            /** Current Count */
+            current_count: number;
+            /** Current Missing */
+            current_missing: number;
+            /** Distance */
+            distance: number | null;
+            /** Drifted */
+            drifted: boolean;
+            /** Jensenshannon */
+            jensenshannon: number | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "numeric" | "categorical" | "binary";
+            /** Name */
+            name: string;
+            /** P Value */
+            p_value: number | null;
+            /** Psi */
+            psi: number | null;
+            /** Reference Count */
+            reference_count: number;
+            /** Statistic */
+            statistic: number | null;
+            /** Test */
+            test: ("ks" | "chisquare" | "z" | "wasserstein" | "jensenshannon") | null;
+            /** Threshold */
+            threshold: number;
+        };
+        /**
+         * FeedbackBody
+         * @description `{"request_id", "labels"}` or `{"items": [{"request_id", "labels"}, …]}`.
+         */
+        FeedbackBody: {
+            /** Items */
+            items?: components["schemas"]["FeedbackItem"][] | null;
+            /** Labels */
+            labels?: unknown[] | null;
+            /** Request Id */
+            request_id?: string | null;
+        };
+        /** FeedbackItem */
+        FeedbackItem: {
+            /** Labels */
+            labels: unknown[];
+            /** Request Id */
+            request_id: string;
+        };
+        /** FeedbackRead */
+        FeedbackRead: {
+            /**
+             * Accepted
+             * @description new ground-truth rows stored
+             */
+            accepted: number;
+            /**
+             * Duplicates
+             * @description repeats of labels already stored (same labels)
+             */
+            duplicates: number;
+            /**
+             * Unmatched
+             * @description accepted request ids with no prediction log for this deployment yet
+             */
+            unmatched: string[];
+        };
         /** Health */
         Health: {
             /** Status */
             status: string;
             /** Version */
             version: string;
+        };
+        /** HealthBucketRead */
+        HealthBucketRead: {
+            /** Error Rate */
+            error_rate: number;
+            /** Errors */
+            errors: number;
+            /** Errors By Class */
+            errors_by_class: {
+                [key: string]: number;
+            };
+            latency_ms: components["schemas"]["LatencyRead"];
+            /** Model Version */
+            model_version: number | null;
+            /** Rejected */
+            rejected: number;
+            /** Requests */
+            requests: number;
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
+            /** Status */
+            status: {
+                [key: string]: number;
+            };
+        };
+        /** HealthRead */
+        HealthRead: {
+            /** Bucket */
+            bucket: string;
+            /** Buckets */
+            buckets: components["schemas"]["HealthBucketRead"][];
+            /** Deployment */
+            deployment: string;
+            /**
+             * End
+             * Format: date-time
+             */
+            end: string;
+            /** Latency Bounds Ms */
+            latency_bounds_ms: number[];
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
+        };
+        /** LatencyRead */
+        LatencyRead: {
+            /** Mean */
+            mean: number | null;
+            /** P50 */
+            p50: number | null;
+            /** P95 */
+            p95: number | null;
+            /** P99 */
+            p99: number | null;
         };
         /** LineageRead */
         LineageRead: {
@@ -3056,6 +3291,95 @@ export interface operations {
             };
         };
     };
+    post_feedback_api_v1_deployments__name__feedback_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FeedbackBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeedbackRead"];
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
     deployment_logs_api_v1_deployments__name__logs_get: {
         parameters: {
             query?: {
@@ -3076,6 +3400,293 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LogsRead"];
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
+    get_drift_api_v1_deployments__name__monitoring_drift_get: {
+        parameters: {
+            query?: {
+                /** @description ISO time; default: end - 24 h */
+                start?: string | null;
+                /** @description ISO time; default: now */
+                end?: string | null;
+                /** @description default: the champion */
+                version?: number | null;
+                /** @description overrides every feature's threshold (p-value or distance) */
+                threshold?: number | null;
+                /** @description per feature, repeatable: name=value */
+                feature_threshold?: string[] | null;
+                drift_share?: number;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriftRead"];
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
+    get_health_api_v1_deployments__name__monitoring_health_get: {
+        parameters: {
+            query?: {
+                /** @description ISO time; default: end - 24 h */
+                start?: string | null;
+                /** @description ISO time; default: now */
+                end?: string | null;
+                /** @description 1m | 5m | 1h | 1d */
+                bucket?: string;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthRead"];
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
+    get_performance_api_v1_deployments__name__monitoring_performance_get: {
+        parameters: {
+            query?: {
+                /** @description ISO 8601; default end - 7 days */
+                start?: string | null;
+                /** @description ISO 8601; default now */
+                end?: string | null;
+                /** @description 15m, 1h, 1d, 1w …; default 1d */
+                bucket?: string | null;
+                /** @description only this model version */
+                version?: number | null;
+                /** @description include CBPE estimates */
+                estimated?: boolean;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
                 };
             };
             /** @description no or invalid credential */
