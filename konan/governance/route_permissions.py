@@ -80,5 +80,10 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{name}/monitoring/health"): Action.read,
     ("GET", "/api/v1/deployments/{name}/monitoring/drift"): Action.read,
     ("GET", "/api/v1/deployments/{name}/monitoring/performance"): Action.read,
+    ("GET", "/api/v1/deployments/{name}/monitoring/export"): Action.read,
+    ("POST", "/api/v1/deployments/{name}/alert-rules"): Action.deploy,
+    ("GET", "/api/v1/deployments/{name}/alert-rules"): Action.read,
+    ("DELETE", "/api/v1/deployments/{name}/alert-rules/{rule_id}"): Action.deploy,
+    ("GET", "/api/v1/deployments/{name}/alerts"): Action.read,
     ("POST", "/api/v1/internal/deployments/{name}/keys"): "serving_token",
 }

@@ -7,7 +7,7 @@ from sqlalchemy.exc import OperationalError
 
 from konan.backends.queue.context import task_context
 from konan.db.engine import unit_of_work
-from konan.monitoring import retention
+from konan.monitoring import alerts, retention
 
 
 @shared_task(
@@ -29,3 +29,15 @@ def purge_prediction_logs(retention_days: int | None = None) -> int:
         total += deleted
         if deleted < retention.PURGE_BATCH:
             return total
+
+
+@shared_task(
+    name="konan.monitoring.evaluate_alerts", autoretry_for=(OperationalError,), max_retries=2
+)
+def evaluate_alerts() -> int:
+    """Evaluate every enabled alert rule once; webhooks go out after the commit.
+
+    Returns the number of state changes (alerts opened or resolved)."""
+    ctx = task_context()
+    transitions = alerts.evaluate_and_notify(ctx.session_factory, ctx.settings.jwt_secret())
+    return len(transitions)

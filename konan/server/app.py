@@ -25,6 +25,7 @@ from konan.governance.api import (
     keys_router,
     projects_router,
 )
+from konan.monitoring.alerts_api import router as alerts_router
 from konan.monitoring.api import router as monitoring_router
 from konan.monitoring.performance_api import router as performance_router
 from konan.registry.api import router as registry_router
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.include_router(internal_router, prefix=API_PREFIX)
     app.include_router(monitoring_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(performance_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(alerts_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     registry = settings.registry
     app.add_middleware(SecurityHeaders)
     if settings.server.cors_origins:

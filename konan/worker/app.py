@@ -19,6 +19,7 @@ from konan.db.engine import make_engine, make_session_factory, unit_of_work
 log = logging.getLogger("konan.worker")
 
 HEARTBEAT_SECONDS = 5.0
+EVALUATE_ALERTS_EVERY_SECONDS = 60.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -34,6 +35,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "purge-prediction-logs": {
             "task": "konan.monitoring.purge_prediction_logs",
             "schedule": crontab(hour="3", minute="17"),
+        },
+        "evaluate-alerts": {
+            "task": "konan.monitoring.evaluate_alerts",
+            "schedule": EVALUATE_ALERTS_EVERY_SECONDS,
         },
     }
 

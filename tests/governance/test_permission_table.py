@@ -103,7 +103,16 @@ def _seed(plane: Plane) -> dict[str, Any]:
         for n in (2, 3)
     ]
     key = plane.post("/api/v1/api-keys", {"name": "admin-key", "deployments": ["churn-live"]})
-    return {"approve": approvals[0], "reject": approvals[1], "key_id": key.json()["id"]}
+    rule = plane.post(
+        "/api/v1/deployments/churn-live/alert-rules", {"kind": "error_rate", "threshold": 0.1}
+    )
+    assert rule.status_code == 201, rule.text
+    return {
+        "approve": approvals[0],
+        "reject": approvals[1],
+        "key_id": key.json()["id"],
+        "rule_id": rule.json()["id"],
+    }
 
 
 def _calls(ids: dict[str, Any], role: str) -> list[Call]:
@@ -160,8 +169,15 @@ def _calls(ids: dict[str, Any], role: str) -> list[Call]:
                 f"/api/v1/deployments/churn-live/monitoring/{view}",
                 {},
             )
-            for view in ("health", "drift", "performance")
+            for view in ("health", "drift", "performance", "export")
         ],
+        c(
+            "GET",
+            "/api/v1/deployments/{name}/alert-rules",
+            "/api/v1/deployments/churn-live/alert-rules",
+            {},
+        ),
+        c("GET", "/api/v1/deployments/{name}/alerts", "/api/v1/deployments/churn-live/alerts", {}),
         c(
             "POST",
             "/api/v1/deployments/{name}/feedback",
@@ -262,6 +278,18 @@ def _calls(ids: dict[str, Any], role: str) -> list[Call]:
             "/api/v1/approvals/{approval_id}/reject",
             f"/api/v1/approvals/{ids['reject']}/reject",
             {"json": {}},
+        ),
+        c(
+            "POST",
+            "/api/v1/deployments/{name}/alert-rules",
+            "/api/v1/deployments/churn-live/alert-rules",
+            {"json": {"kind": "latency", "threshold": 500}},
+        ),
+        c(
+            "DELETE",
+            "/api/v1/deployments/{name}/alert-rules/{rule_id}",
+            f"/api/v1/deployments/churn-live/alert-rules/{ids['rule_id']}",
+            {},
         ),
         c("DELETE", "/api/v1/api-keys/{key_id}", f"/api/v1/api-keys/{ids['key_id']}", {}),
         c("DELETE", "/api/v1/deployments/{name}", "/api/v1/deployments/churn-live", {}),
