@@ -7,6 +7,7 @@ import typer
 from konan import __version__
 from konan.cli import deployments, services
 from konan.cli.admin import admin_app
+from konan.cli.monitoring import monitoring_app
 from konan.cli.registry import datasets_app, login, models_app
 from konan.cli.up import up
 
@@ -35,6 +36,7 @@ for command in (
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(deployments.keys_app, name="keys")
 app.add_typer(admin_app, name="admin")
+app.add_typer(monitoring_app, name="monitoring")
 
 
 @app.command()

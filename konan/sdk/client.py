@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -452,6 +453,158 @@ class Client:
 
     def revoke_api_key(self, key_id: int) -> None:
         self.request("DELETE", f"/api/v1/api-keys/{key_id}")
+
+    # ---- monitoring ------------------------------------------------------------------------
+
+    @staticmethod
+    def _window(
+        start: datetime | str | None, end: datetime | str | None, **extra: Any
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in extra.items() if v is not None}
+        for key, value in (("start", start), ("end", end)):
+            if value is not None:
+                params[key] = value.isoformat() if isinstance(value, datetime) else value
+        return params
+
+    def monitoring_health(
+        self,
+        deployment: str,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        bucket: str = "1h",
+    ) -> dict[str, Any]:
+        """Requests, errors and latency percentiles per bucket (`health()` is the server's)."""
+        result: dict[str, Any] = self.request(
+            "GET",
+            f"/api/v1/deployments/{deployment}/monitoring/health",
+            params=self._window(start, end, bucket=bucket),
+        )
+        return result
+
+    def drift(
+        self,
+        deployment: str,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        version: int | None = None,
+        threshold: float | None = None,
+        feature_thresholds: dict[str, float] | None = None,
+        drift_share: float | None = None,
+    ) -> dict[str, Any]:
+        params = self._window(
+            start, end, version=version, threshold=threshold, drift_share=drift_share
+        )
+        if feature_thresholds:
+            params["feature_threshold"] = [f"{k}={v}" for k, v in feature_thresholds.items()]
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/deployments/{deployment}/monitoring/drift", params=params
+        )
+        return result
+
+    def performance(
+        self,
+        deployment: str,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        bucket: str | None = None,
+        version: int | None = None,
+        estimated: bool = True,
+    ) -> dict[str, Any]:
+        params = self._window(start, end, bucket=bucket, version=version)
+        params["estimated"] = "true" if estimated else "false"
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/deployments/{deployment}/monitoring/performance", params=params
+        )
+        return result
+
+    def feedback(
+        self,
+        deployment: str,
+        items: list[dict[str, Any]],
+        *,
+        api_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Ground truth: `items` = [{"request_id": …, "labels": […]}, …]; with a user's token,
+        or a feedback-scoped `api_key`."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/deployments/{deployment}/feedback",
+            json={"items": items},
+            headers=headers,
+        )
+        return result
+
+    def create_alert_rule(
+        self,
+        deployment: str,
+        kind: str,
+        threshold: float,
+        *,
+        window_seconds: int | None = None,
+        feature: str | None = None,
+        metric: str | None = None,
+        cooldown_seconds: int = 3600,
+        webhook_url: str | None = None,
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        body = {
+            "kind": kind,
+            "threshold": threshold,
+            "window_seconds": window_seconds,
+            "feature": feature,
+            "metric": metric,
+            "cooldown_seconds": cooldown_seconds,
+            "webhook_url": webhook_url,
+            "enabled": enabled,
+        }
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/deployments/{deployment}/alert-rules", json=body
+        )
+        return result
+
+    def list_alert_rules(self, deployment: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/deployments/{deployment}/alert-rules"
+        )
+        return result
+
+    def delete_alert_rule(self, deployment: str, rule_id: int) -> None:
+        self.request("DELETE", f"/api/v1/deployments/{deployment}/alert-rules/{rule_id}")
+
+    def alerts(self, deployment: str, *, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else {}
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/deployments/{deployment}/alerts", params=params
+        )
+        return result
+
+    def export_predictions(
+        self,
+        deployment: str,
+        dest: str | Path,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        format: str = "csv",
+    ) -> Path:
+        """Stream the raw prediction export (csv or parquet) to `dest`; returns the path."""
+        target = Path(dest)
+        with self._http.stream(
+            "GET",
+            f"/api/v1/deployments/{deployment}/monitoring/export",
+            params=self._window(start, end, format=format),
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error_from(response)
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        return target
 
 
 def _error_from(response: httpx2.Response) -> KonanError:

@@ -1,0 +1,195 @@
+"""`konan monitoring drift | health | performance | alerts | export`: thin over the SDK.
+
+(`konan monitor` is the log consumer; these commands read what it stored.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from konan.cli.client import TokenOption, UrlOption, client_from
+from konan.cli.common import console, fail
+from konan.core.errors import KonanError
+
+monitoring_app = typer.Typer(
+    help="Drift, health, performance, alerts and raw exports of a deployment.",
+    no_args_is_help=True,
+)
+
+Name = Annotated[str, typer.Argument(help="deployment name")]
+Start = Annotated[str | None, typer.Option(help="ISO time (default: depends on the view)")]
+End = Annotated[str | None, typer.Option(help="ISO time (default: now)")]
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+@monitoring_app.command("drift")
+def drift(
+    name: Name,
+    start: Start = None,
+    end: End = None,
+    version: Annotated[int | None, typer.Option(help="model version (default: champion)")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Drift per feature against the version's reference data."""
+    try:
+        with client_from(url, token) as client:
+            report = client.drift(name, start=start, end=end, version=version)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    table = Table("feature", "test", "statistic", "threshold", "drifted", title=None)
+    rows = list(report["features"])
+    if report.get("prediction"):
+        rows.append(report["prediction"])
+    for f in rows:
+        statistic = f["statistic"] if f["statistic"] is not None else f["distance"]
+        table.add_row(
+            f["name"],
+            f["test"] or "(no data)",
+            _num(statistic),
+            _num(f["threshold"]),
+            "[bold red]yes[/]" if f["drifted"] else "no",
+        )
+    console.print(
+        f"[bold]{report['deployment']}[/] v{report['model_version']} "
+        f"{report['start'][:16]} → {report['end'][:16]}: "
+        f"{report['features_drifted']} of {report['features_tested']} features drifted"
+        + (" — [bold red]dataset drift[/]" if report["dataset_drift"] else ""),
+        highlight=False,
+    )
+    console.print(table)
+
+
+@monitoring_app.command("health")
+def health(
+    name: Name,
+    start: Start = None,
+    end: End = None,
+    bucket: Annotated[str, typer.Option(help="1m | 5m | 1h | 1d")] = "1h",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Requests, errors and latency percentiles per bucket."""
+    try:
+        with client_from(url, token) as client:
+            report = client.monitoring_health(name, start=start, end=end, bucket=bucket)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    table = Table("start", "version", "requests", "4xx", "5xx", "error rate", "p50", "p95", "p99")
+    for b in report["buckets"]:
+        lat = b["latency_ms"]
+        table.add_row(
+            b["start"][:16],
+            _num(b["model_version"]),
+            str(b["requests"]),
+            str(b["errors_by_class"]["4xx"]),
+            str(b["errors_by_class"]["5xx"]),
+            f"{b['error_rate']:.2%}",
+            _num(lat["p50"]),
+            _num(lat["p95"]),
+            _num(lat["p99"]),
+        )
+    console.print(table)
+
+
+@monitoring_app.command("performance")
+def performance(
+    name: Name,
+    start: Start = None,
+    end: End = None,
+    bucket: Annotated[str | None, typer.Option(help="15m, 1h, 1d …")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Realised performance per version from ground truth over the window."""
+    try:
+        with client_from(url, token) as client:
+            report = client.performance(name, start=start, end=end, bucket=bucket)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    keys = (
+        ("accuracy", "precision", "recall", "f1", "roc_auc")
+        if report["task"] != "regression"
+        else ("mae", "rmse", "r2", "mape")
+    )
+    table = Table("version", "roles", "labelled", *keys)
+    for o in report["overall"]:
+        metrics = o["metrics"] or {}
+        table.add_row(
+            _num(o["version"]),
+            ", ".join(o["roles"]),
+            str(o["labelled_requests"]),
+            *(_num(metrics.get(k)) for k in keys),
+        )
+    console.print(table)
+
+
+@monitoring_app.command("alerts")
+def alerts(
+    name: Name,
+    state: Annotated[str | None, typer.Option(help="firing | resolved")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Alerts of a deployment, newest first, and its alert rules."""
+    try:
+        with client_from(url, token) as client:
+            rows = client.alerts(name, state=state)
+            rules = client.list_alert_rules(name)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    table = Table("id", "rule", "kind", "state", "value", "started", "resolved", "message")
+    for a in rows:
+        table.add_row(
+            str(a["id"]),
+            _num(a["rule_id"]),
+            a["kind"],
+            "[bold red]firing[/]" if a["state"] == "firing" else a["state"],
+            _num(a["value"]),
+            a["started_at"][:19],
+            (a["resolved_at"] or "")[:19],
+            a["message"],
+        )
+    console.print(table)
+    ruled = Table("rule", "kind", "threshold", "window (s)", "cooldown (s)", "webhook", "enabled")
+    for r in rules:
+        ruled.add_row(
+            str(r["id"]),
+            r["kind"] + (f" {r['feature'] or r['metric']}" if r["feature"] or r["metric"] else ""),
+            _num(r["threshold"]),
+            str(r["window_seconds"]),
+            str(r["cooldown_seconds"]),
+            r["webhook_url"] or "",
+            "yes" if r["enabled"] else "no",
+        )
+    console.print(ruled)
+
+
+@monitoring_app.command("export")
+def export(
+    name: Name,
+    out: Annotated[Path, typer.Option("--out", "-o", help="file to write", dir_okay=False)],
+    start: Start = None,
+    end: End = None,
+    format: Annotated[str, typer.Option("--format", help="csv | parquet")] = "csv",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Raw prediction logs, one row per input row, to a CSV or Parquet file."""
+    try:
+        with client_from(url, token) as client, console.status("exporting…"):
+            path = client.export_predictions(name, out, start=start, end=end, format=format)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    console.print(f"wrote {path} ({path.stat().st_size} bytes)", highlight=False)
