@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
+from konan.backends.queue.context import TaskContext, set_task_context
+from konan.core.settings import Settings
 from konan.db.engine import make_session_factory, unit_of_work
-from konan.monitoring import alerts, webhooks
+from konan.monitoring import alerts, tasks, webhooks
 from konan.monitoring.alerts import AlertRuleCreate
 from konan.monitoring.ingest import ingest
 from konan.monitoring.orm import Alert, AlertRule
 from konan.monitoring.rollups import BIN_CACHE
+from konan.worker.app import beat_schedule
 from tests.factories import Seeded, seed_deployment
 
 from .test_rollups import T0, attach_reference, records_from, reference_frame
@@ -328,3 +332,33 @@ def test_webhook_carries_a_verifiable_hmac(engine: Engine, receiver: Receiver) -
     )
     assert [t.state for t in changes] == ["resolved"]
     assert webhooks.WEBHOOK_FAILURES._value.get() == before + 1
+
+
+# ---- the worker task and its schedule ---------------------------------------------------------
+
+
+def test_the_worker_task_evaluates_and_beat_runs_it_every_minute(
+    engine: Engine, tmp_path: Path
+) -> None:
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        seeded = seed_deployment(session)
+        alerts.create_rule(
+            session,
+            seeded.user,
+            seeded.deployment,
+            AlertRuleCreate(kind="latency", threshold=1, window_seconds=600),
+        )
+        now = datetime.now(UTC).timestamp()
+        ingest(session, _records(seeded.deployment.id, seeded.version.id, "t", now - 30, 3, 200))
+    settings = Settings(data_dir=tmp_path / "data")
+    set_task_context(TaskContext(settings, factory))
+    try:
+        assert tasks.evaluate_alerts() == 1  # p99 of 4 ms >= 1 ms: one alert opened
+        assert tasks.evaluate_alerts() == 0
+    finally:
+        set_task_context(None)
+    assert _alerts(factory)[0][1] == "firing"
+    entry = beat_schedule(settings)["evaluate-alerts"]
+    assert entry == {"task": "konan.monitoring.evaluate_alerts", "schedule": 60.0}
+    assert "purge-prediction-logs" in beat_schedule(settings)

@@ -115,6 +115,8 @@ def test_health_performance_alerts_and_export(
     hourly = sdk.monitoring_health("churn-live", start=START, end=END)["buckets"]
     minutes = sdk.monitoring_health("churn-live", start=START, end=END, bucket="1m")["buckets"]
     assert sum(b["requests"] for b in hourly) == sum(b["requests"] for b in minutes) > 0
+    answer = sdk.feedback("churn-live", [{"request_id": "never-logged", "labels": [1]}])
+    assert answer == {"accepted": 1, "duplicates": 0, "unmatched": ["never-logged"]}
     assert "labelled" in _cli(sdk, "performance", "churn-live", "--start", START, "--end", END)
 
     rule = sdk.create_alert_rule("churn-live", "error_rate", 0.01, window_seconds=3 * 3600)
