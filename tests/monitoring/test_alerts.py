@@ -28,7 +28,7 @@ from konan.db.engine import make_session_factory, unit_of_work
 from konan.monitoring import alerts, tasks, webhooks
 from konan.monitoring.alerts import AlertRuleCreate
 from konan.monitoring.ingest import ingest
-from konan.monitoring.orm import Alert, AlertRule
+from konan.monitoring.orm import Alert, AlertRule, GroundTruth
 from konan.monitoring.rollups import BIN_CACHE
 from konan.worker.app import beat_schedule
 from tests.factories import Seeded, seed_deployment
@@ -362,3 +362,38 @@ def test_the_worker_task_evaluates_and_beat_runs_it_every_minute(
     entry = beat_schedule(settings)["evaluate-alerts"]
     assert entry == {"task": "konan.monitoring.evaluate_alerts", "schedule": 60.0}
     assert "purge-prediction-logs" in beat_schedule(settings)
+
+
+def test_a_performance_rule_fires_on_realised_accuracy(engine: Engine) -> None:
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        seeded = seed_deployment(session)
+        dep = seeded.deployment.id
+        make = alerts.create_rule
+        low = make(
+            session,
+            seeded.user,
+            seeded.deployment,
+            AlertRuleCreate(kind="performance", metric="accuracy", threshold=0.9),
+        )
+        lenient = make(
+            session,
+            seeded.user,
+            seeded.deployment,
+            AlertRuleCreate(kind="performance", metric="accuracy", threshold=0.2),
+        )
+        low_id, lenient_id = low.id, lenient.id
+        ingest(session, _records(dep, seeded.version.id, "p", T0, 10, 200))  # predicts 1
+        for i in range(10):  # 3 of 10 right: accuracy 0.3
+            session.add(
+                GroundTruth(
+                    request_id=f"p-{i}",
+                    deployment_id=dep,
+                    labels=[1 if i < 3 else 0],
+                    received_at=_at(100),
+                )
+            )
+    changes = alerts.evaluate_and_notify(factory, SECRET, now=_at(3600))
+    assert [(c.rule_id, c.state) for c in changes] == [(low_id, "firing")]
+    assert changes[0].payload["alert"]["value"] == pytest.approx(0.3)
+    assert lenient_id not in {c.rule_id for c in changes}
