@@ -1,0 +1,1 @@
+"""Helpers shared by the bench scripts: processes, wrk, /proc readings, machine facts."""
