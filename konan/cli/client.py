@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from konan.cli.common import fail
+from konan.core.errors import KonanError
 from konan.sdk.client import Client
 
 UrlOption = Annotated[
@@ -49,3 +53,13 @@ def load_credentials() -> dict[str, str]:
 def client_from(url: str | None, token: str | None) -> Client:
     saved = load_credentials()
     return Client(url or saved.get("url") or DEFAULT_URL, token or saved.get("token"))
+
+
+@contextmanager
+def api(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client for one command; a server error becomes a one-line message and exit code 1."""
+    try:
+        with client_from(url, token) as client:
+            yield client
+    except KonanError as exc:
+        fail(exc.detail, code=1)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from konan.cli.client import TokenOption, UrlOption, client_from
+from konan.cli.client import TokenOption, UrlOption, api, client_from
 from konan.cli.common import console, fail
 from konan.core.errors import KonanError
 
@@ -92,11 +92,8 @@ def predict(
         fail(f"the inputs are not valid JSON: {exc.msg}")
     if isinstance(rows, dict):
         rows = rows.get("inputs", [rows])
-    try:
-        with client_from(url, None) as client:
-            answer = client.predict(name, rows, api_key=key)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, None) as client:
+        answer = client.predict(name, rows, api_key=key)
     console.print_json(data=answer)
 
 
@@ -111,18 +108,15 @@ def traffic(
     token: TokenOption = None,
 ) -> None:
     """Set the champion, a canary with a weight, and a shadow."""
-    try:
-        with client_from(url, token) as client:
-            result = client.set_traffic(
-                name,
-                champion=champion,
-                canary=canary,
-                canary_weight=weight,
-                shadow=shadow,
-                reason=reason,
-            )
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        result = client.set_traffic(
+            name,
+            champion=champion,
+            canary=canary,
+            canary_weight=weight,
+            shadow=shadow,
+            reason=reason,
+        )
     _outcome(result)
 
 
@@ -134,11 +128,8 @@ def promote(
     token: TokenOption = None,
 ) -> None:
     """Make the canary (or --version) the champion."""
-    try:
-        with client_from(url, token) as client:
-            result = client.promote(name, version=version, reason=reason)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        result = client.promote(name, version=version, reason=reason)
     _outcome(result)
 
 
@@ -150,11 +141,8 @@ def rollback(
     token: TokenOption = None,
 ) -> None:
     """Return to the previous revision (or --revision)."""
-    try:
-        with client_from(url, token) as client:
-            result = client.rollback(name, revision=revision, reason=reason)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        result = client.rollback(name, revision=revision, reason=reason)
     _outcome(result)
 
 
@@ -165,11 +153,8 @@ def deployments_list(
     token: TokenOption = None,
 ) -> None:
     """List the deployments you can see."""
-    try:
-        with client_from(url, token) as client:
-            rows = client.list_deployments(project=project)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        rows = client.list_deployments(project=project)
     table = Table("name", "model", "status", "revision", "champion", "canary", "shadow")
     for d in rows:
         t = d["traffic"]
@@ -189,12 +174,9 @@ def deployments_list(
 @deployments_app.command("show")
 def deployments_show(name: Name, url: UrlOption = None, token: TokenOption = None) -> None:
     """Status, traffic and revision history of a deployment."""
-    try:
-        with client_from(url, token) as client:
-            current = client.get_deployment(name)
-            history = client.revisions(name)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        current = client.get_deployment(name)
+        history = client.revisions(name)
     _show(current)
     table = Table("revision", "champion", "canary", "shadow", "by", "when", "why")
     for r in history:
@@ -219,11 +201,8 @@ def deployments_logs(
     token: TokenOption = None,
 ) -> None:
     """The last lines its model servers wrote."""
-    try:
-        with client_from(url, token) as client:
-            lines = client.deployment_logs(name, tail=tail)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        lines = client.deployment_logs(name, tail=tail)
     for line in lines:
         console.print(line, markup=False, highlight=False)
 
@@ -238,13 +217,10 @@ def keys_create(
     token: TokenOption = None,
 ) -> None:
     """Create a predict key; the secret is printed once."""
-    try:
-        with client_from(url, token) as client:
-            key = client.create_api_key(
-                name, deployments=deployment, project=project, expires_at=expires_at
-            )
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        key = client.create_api_key(
+            name, deployments=deployment, project=project, expires_at=expires_at
+        )
     console.print(f"key {key['id']} ({key['prefix']}), shown only now:")
     console.print(key["key"], markup=False, highlight=False)
 
@@ -252,11 +228,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(url: UrlOption = None, token: TokenOption = None) -> None:
     """Your keys (never their secrets)."""
-    try:
-        with client_from(url, token) as client:
-            keys = client.list_api_keys()
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        keys = client.list_api_keys()
     table = Table("id", "name", "prefix", "deployments", "expires", "revoked", "last used")
     for k in keys:
         table.add_row(
@@ -278,9 +251,6 @@ def keys_revoke(
     token: TokenOption = None,
 ) -> None:
     """Revoke a key: model servers refuse it within seconds."""
-    try:
-        with client_from(url, token) as client:
-            client.revoke_api_key(key_id)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        client.revoke_api_key(key_id)
     console.print(f"key {key_id} revoked")

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from konan.cli.client import TokenOption, UrlOption, client_from, save_credentials
+from konan.cli.client import TokenOption, UrlOption, api, client_from, save_credentials
 from konan.cli.common import console, fail
 from konan.core.errors import KonanError
 
@@ -130,11 +130,8 @@ def models_list(
     token: TokenOption = None,
 ) -> None:
     """List the models you can see."""
-    try:
-        with client_from(url, token) as client:
-            models = client.list_models(project=project)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        models = client.list_models(project=project)
     table = Table("project", "name", "task", "latest", "aliases")
     for m in models:
         aliases = ", ".join(f"{k}→{v}" for k, v in m["aliases"].items())
@@ -151,14 +148,11 @@ def models_show(
     token: TokenOption = None,
 ) -> None:
     """Show a model's versions, or one version in full (--version)."""
-    try:
-        with client_from(url, token) as client:
-            if version is not None:
-                console.print_json(data=client.get_version(name, version, project=project))
-                return
-            versions = client.list_versions(name, project=project)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        if version is not None:
+            console.print_json(data=client.get_version(name, version, project=project))
+            return
+        versions = client.list_versions(name, project=project)
     table = Table("version", "flavor", "sha256", "metrics", "created by", "created at")
     for v in versions:
         metrics = ", ".join(f"{k}={val:g}" for k, val in v["metrics"].items())
@@ -208,11 +202,8 @@ def datasets_list(
     token: TokenOption = None,
 ) -> None:
     """List the datasets you can see."""
-    try:
-        with client_from(url, token) as client:
-            datasets = client.list_datasets(project=project)
-    except KonanError as exc:
-        fail(exc.detail, code=1)
+    with api(url, token) as client:
+        datasets = client.list_datasets(project=project)
     table = Table("project", "name", "latest", "description")
     for d in datasets:
         table.add_row(d["project"], d["name"], str(d["latest_version"] or "-"), d["description"])
