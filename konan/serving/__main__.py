@@ -45,6 +45,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="seconds in-flight requests get to finish after SIGTERM (default 20)",
     )
     parser.add_argument(
+        "--accept-grace",
+        type=float,
+        default=1.0,
+        help="after SIGTERM closed the listeners, seconds a connection already accepted may "
+        "take to send its request before it is closed (default 1)",
+    )
+    parser.add_argument(
         "--shadow-queue", type=int, default=64, help="shadow jobs that may wait (default 64)"
     )
     parser.add_argument(
@@ -70,6 +77,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.log_queue is not None and args.log_queue < 1:
         parser.error("--log-queue must be at least 1")
+    for name in ("drain_delay", "graceful_timeout", "accept_grace"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
     return Options(
         spec=args.spec,
         host=args.host,
@@ -79,6 +89,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         admin_port=args.admin_port,
         drain_delay=args.drain_delay,
         graceful_timeout=args.graceful_timeout,
+        accept_grace=args.accept_grace,
         shadow_queue=args.shadow_queue,
         log_queue=args.log_queue,
         model_threads=args.model_threads,

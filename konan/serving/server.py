@@ -4,9 +4,14 @@
 shadow runner) and the threads that keep it current. `ServingApp` is the ASGI callable: the
 predict path is written out by hand — header scan, key check, body, validation, model call,
 one enqueue, one response — because it is what the benchmarks measure. `serve()` creates the
-sockets (SO_REUSEPORT on request, so replicas can share a port), runs uvicorn on them with
-uvloop and httptools, and on SIGTERM turns /readyz to 503, stops accepting, lets in-flight
-requests finish and flushes the prediction log before exiting 0.
+sockets (SO_REUSEPORT on request, so replicas can share a port) and runs uvicorn on them with
+uvloop and httptools. With an admin port, the public socket is only bound at start and starts
+listening once the replica is ready: the kernel spreads a shared port's connections over every
+listener, so a replica still loading must not be one (F02). On SIGTERM it turns /readyz to 503,
+closes the listeners (queued connections move to the other replicas when
+net.ipv4.tcp_migrate_req is on), gives connections it accepted but has no request from yet a
+short grace to send one, lets in-flight requests finish and flushes the prediction log before
+exiting 0 (F01).
 
 This module is the data plane's composition root. It must not import the database, Celery,
 FastAPI or any control-plane module (a test checks that in a fresh interpreter).
@@ -72,6 +77,8 @@ _DEPLOYMENT_PREFIX = "/api/v1/deployments/"
 _JSON = (b"content-type", b"application/json")
 _RETRY_AFTER = ((b"retry-after", b"1"),)
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+_CONNECTION_CLOSE = (b"connection", b"close")
+BACKLOG = 2048
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ class Options:
     log_queue: int | None = None
     model_threads: int = 4
     log_level: str = "info"
+    # After SIGTERM, how long a connection accepted before the listeners closed may take to
+    # send its request (or its next one, for an idle keep-alive connection).
+    accept_grace: float = 1.0
 
 
 class RequestIds:
@@ -141,6 +151,9 @@ class Replica:
             max_workers=options.model_threads, thread_name_prefix="konan-model"
         )
         self.draining = False
+        # False while the public socket is bound but not listening (serve() opens it once the
+        # replica can serve); readiness waits for it so "ready" means connections get answers.
+        self.public_listening = True
         self.in_flight = 0
         self.requests_total = 0
         # Seconds spent answering predictions that reached a model, summed over requests: its
@@ -179,6 +192,11 @@ class Replica:
             self.draining = True
             log.info("draining: /readyz answers 503, in-flight requests finish")
 
+    def can_serve(self) -> bool:
+        """Models loaded and warmed up, keys fetched, not draining: the public socket may
+        listen."""
+        return not self.draining and self.reloader.table is not None and self.keys.fetched_once
+
     def readiness(self) -> tuple[bool, str | None]:
         if self.draining:
             return False, "draining"
@@ -188,6 +206,8 @@ class Replica:
             return False, failure.reason if failure is not None else "loading"
         if not self.keys.fetched_once:
             return False, "keys_unavailable"
+        if not self.public_listening:
+            return False, "loading"  # for the few milliseconds until the public socket listens
         return True, None
 
     def model_error(self, version: LoadedVersion, exc: BaseException) -> None:
@@ -323,6 +343,10 @@ class ServingApp:
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
             return
+        if self.replica.draining:
+            # Answer what arrives, then close: the client's next request goes to a replica
+            # that stays.
+            send = _closing(send)
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/predict" or (
@@ -646,6 +670,17 @@ class ServingApp:
         )
 
 
+def _closing(send: Send) -> Send:
+    """`send` with `Connection: close` on the response (uvicorn then closes after it)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), _CONNECTION_CLOSE]}
+        await send(message)
+
+    return closing
+
+
 def _too_large(limit: int) -> Rejected:
     return Rejected(
         413,
@@ -686,17 +721,18 @@ async def _send_json(
 # ---- the process ---------------------------------------------------------------------------------
 
 
-def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket; with reuse_port several replicas can bind the same port and
-    the kernel spreads connections over them."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket that does not listen yet: connections to its port go to other
+    listeners of a SO_REUSEPORT group (or are refused) until `listen()` is called on it. With
+    reuse_port several replicas can bind the same port and the kernel spreads connections over
+    those that listen."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -704,13 +740,105 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, with SIGTERM meaning: readiness off first, then a graceful stop, exit 0."""
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (see `bind`)."""
+    sock = bind(host, port, reuse_port=reuse_port)
+    try:
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, config: uvicorn.Config, replica: Replica, drain_delay: float) -> None:
+
+def _waiting_for_request(connection: Any) -> bool:
+    """A connection with no request in progress: it sent none yet, or is an idle keep-alive
+    connection. uvicorn's own shutdown closes these at once; `cycle` is the attribute it
+    decides by."""
+    cycle = getattr(connection, "cycle", None)
+    return cycle is None or bool(getattr(cycle, "response_complete", True))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with the public socket opened once the replica is ready (when it was deferred)
+    and SIGTERM meaning: readiness off first, listeners closed, accepted connections served,
+    in-flight requests finished, exit 0."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        replica: Replica,
+        *,
+        public: socket.socket,
+        drain_delay: float,
+        accept_grace: float,
+    ) -> None:
         super().__init__(config)
         self.replica = replica
+        self.public = public
         self.drain_delay = drain_delay
+        self.accept_grace = accept_grace
+        self.failed = False
+        self._opening: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.replica.public_listening:
+            self._opening = asyncio.create_task(self._listen_when_ready())
+
+    def _protocol(self) -> asyncio.Protocol:
+        config = self.config
+        protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
+
+    async def _listen_when_ready(self) -> None:
+        replica = self.replica
+        while not replica.can_serve():
+            if replica.draining or self.should_exit:
+                return
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        try:
+            # create_server calls listen() on the bound socket.
+            server = await loop.create_server(
+                self._protocol, sock=self.public, backlog=self.config.backlog
+            )
+        except OSError as exc:
+            log.error("cannot listen on the public socket: %s", exc)
+            self.failed = True
+            self.should_exit = True
+            return
+        self.servers.append(server)
+        replica.public_listening = True
+        log.info("ready: the public port accepts connections")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+        # Stop accepting first. Connections still queued on a closed SO_REUSEPORT listener move
+        # to the group's other listeners when net.ipv4.tcp_migrate_req is 1 (F01).
+        for server in self.servers:
+            server.close()
+        if not self.replica.public_listening:
+            self.public.close()  # bound, never listened: uvicorn does not own it
+        await self._let_accepted_connections_send()
+        # uvicorn's own: closes the connections still idle, waits for in-flight requests.
+        await super().shutdown(sockets=sockets)
+
+    async def _let_accepted_connections_send(self) -> None:
+        """uvicorn closes connections that have no request in progress at once, including
+        those accepted a moment ago whose request is still on its way: their client sees a
+        broken pipe. Give them `accept_grace` to send it; what arrives is answered with
+        `Connection: close` (the app adds it while draining)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.accept_grace
+        connections = self.server_state.connections
+        while not self.force_exit and loop.time() < deadline:
+            if not any(_waiting_for_request(c) for c in connections):
+                return
+            await asyncio.sleep(0.01)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -757,14 +885,26 @@ def serve(options: Options) -> int:
     except Exception as exc:
         log.error("cannot start: %s", exc)
         return 2
+    # With an admin port (where a supervisor watches the replica load), the public socket is
+    # bound now, so the port is held and known, and listens only once the replica is ready: a
+    # listener in a SO_REUSEPORT group gets its share of new connections at once (F02). Without
+    # one, the public port is the only window on the replica, so it listens from the start.
+    defer_public = options.admin_port is not None
     try:
-        public = listen(options.host, options.port, reuse_port=options.reuse_port)
+        public = bind(options.host, options.port, reuse_port=options.reuse_port)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 2
+    try:
         admin = (
             listen(options.admin_host or options.host, options.admin_port)
             if options.admin_port is not None
             else None
         )
+        if not defer_public:
+            public.listen(BACKLOG)
     except OSError as exc:
+        public.close()
         log.error("cannot listen: %s", exc)
         return 2
     replica = Replica(options.spec, spec, settings, options)
@@ -787,9 +927,18 @@ def serve(options: Options) -> int:
         server_header=False,
         timeout_graceful_shutdown=int(options.graceful_timeout),
         log_level=options.log_level,
+        backlog=BACKLOG,
     )
-    server = _Server(config, replica, options.drain_delay)
-    sockets = [public] if admin is None else [public, admin]
+    server = _Server(
+        config,
+        replica,
+        public=public,
+        drain_delay=options.drain_delay,
+        accept_grace=options.accept_grace,
+    )
+    # uvicorn serves these at once; a deferred public socket joins when the replica is ready.
+    sockets = [admin] if admin is not None else [public]
+    replica.public_listening = not defer_public
     replica.start()
     public_host, public_port = public.getsockname()[:2]
     announcement = {
@@ -805,4 +954,4 @@ def serve(options: Options) -> int:
     finally:
         replica.close()
         log.info("stopped")
-    return 0
+    return 1 if server.failed else 0

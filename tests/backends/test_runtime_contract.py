@@ -97,17 +97,6 @@ def _local_case(tmp_path: Path, real: bool) -> Case:
         return not (root / name).exists() and port_is_free(HOST, port)
 
     case = Case(runtime, desired, predict, replica_ids, kill_one, fingerprint, released)
-    if real:
-        case.known_gaps["routes-before-ready"] = (
-            "konan.serving listens on the shared SO_REUSEPORT port before its model is ready, "
-            "so the kernel sends a share of new connections to a restarting replica (503s); "
-            "it should call listen() on the public socket only once ready"
-        )
-        case.known_gaps["drops-accepted-connections"] = (
-            "on SIGTERM uvicorn closes connections it accepted whose request has not arrived "
-            "yet (idle to it), so about 1 in 2000 requests under load sees a broken pipe; the "
-            "server should close listeners first and let just-accepted connections send"
-        )
     case.cleanup.append(lambda: agent.stop())
     if serving is not None:
         case.cleanup.append(serving.close)
@@ -248,12 +237,7 @@ def test_a_killed_replica_is_replaced_and_the_endpoint_serves_again_within_5s(
     _ready(case)
 
 
-def test_with_two_replicas_a_killed_one_is_routed_around(
-    case: Case, request: pytest.FixtureRequest
-) -> None:
-    if "routes-before-ready" in case.known_gaps:
-        gap = case.known_gaps["routes-before-ready"]
-        request.applymarker(pytest.mark.xfail(strict=True, reason=gap))
+def test_with_two_replicas_a_killed_one_is_routed_around(case: Case) -> None:
     case.runtime.apply(case.desired(NAME, replicas_min=2))
     status = _ready(case, replicas=2)
     assert status.endpoint_url is not None
@@ -298,13 +282,7 @@ def test_logs_return_the_replicas_output(case: Case) -> None:
     assert case.runtime.logs(NAME, tail=1) == lines[-1:]
 
 
-def test_scaling_down_under_load_fails_no_request(
-    case: Case, request: pytest.FixtureRequest
-) -> None:
-    if "drops-accepted-connections" in case.known_gaps:
-        # Not strict: the race is hit in most runs, not all.
-        gap = case.known_gaps["drops-accepted-connections"]
-        request.applymarker(pytest.mark.xfail(strict=False, reason=gap))
+def test_scaling_down_under_load_fails_no_request(case: Case) -> None:
     case.runtime.apply(case.desired(NAME, replicas_min=2))
     status = _ready(case, replicas=2)
     assert status.endpoint_url is not None

@@ -235,7 +235,10 @@ class Deployment:
 
 
 class ServerProcess:
-    def __init__(self, deployment: Deployment, *extra_args: str) -> None:
+    """`python -m konan.serving` on free ports: `--port 0 --admin-port 0`, or with
+    `admin=False` no admin port (the public one listens at once and answers everything)."""
+
+    def __init__(self, deployment: Deployment, *extra_args: str, admin: bool = True) -> None:
         self.deployment = deployment
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONAN_")}
         env.update(
@@ -258,8 +261,7 @@ class ServerProcess:
                     str(deployment.spec_path),
                     "--port",
                     "0",
-                    "--admin-port",
-                    "0",
+                    *(("--admin-port", "0") if admin else ()),
                     *extra_args,
                 ],
                 env=env,
@@ -268,7 +270,8 @@ class ServerProcess:
             )
         announcement = wait_for(self._announcement, timeout=30)
         self.url = f"http://{announcement['public']}"
-        self.admin_url = f"http://{announcement['admin']}"
+        self.port = int(announcement["public"].rsplit(":", 1)[1])
+        self.admin_url = f"http://{announcement['admin']}" if admin else self.url
         self.http = httpx2.Client(timeout=30)
 
     def _announcement(self) -> dict[str, Any] | None:
