@@ -170,6 +170,23 @@ def test_canary_promote_rollback_under_load_without_a_failed_request(
     wait_for(serving_again, 5, "a replacement model server")
     assert time.monotonic() - killed_at < 5
 
+    # A07: a key scoped to one deployment is refused by another one's model servers.
+    other = client.deploy("churn-other", model="churn", version=2, wait=90)
+    other_key = client.create_api_key("other", deployments=["churn-other"])["key"]
+
+    def answer(deployment: str, api_key: str) -> int:
+        return httpx2.post(
+            f"{up.url}/api/v1/deployments/{deployment}/predict",
+            json={"inputs": ROWS},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=5,
+        ).status_code
+
+    wait_for(lambda: answer("churn-other", other_key) == 200, 5, "the second deployment's key")
+    assert answer("churn-other", key) == 401
+    assert answer("churn-live", other_key) == 401
+    assert other["endpoint_url"] != deployed["endpoint_url"]
+
     # Revoking the key stops it within 5 seconds.
     key_id = next(k["id"] for k in client.list_api_keys() if k["name"] == "load")
     client.revoke_api_key(key_id)
