@@ -254,7 +254,13 @@ def test_a_replica_that_stops_answering_is_killed_and_replaced(
     runtime.apply(make_desired(NAME, env={"KONAN_TEST_DOUBLE_HANG_AFTER": "1.5"}))
     first = wait_for(lambda: pids(root), 10.0, "a replica")
     wait_for(lambda: pids(root) and not pids(root) & first, 15.0, "a replacement process")
-    assert "stopped answering its health checks" in log_text(root)
+    # The replacement may start before the hung process has been reaped; the reason is written
+    # when it is, so wait for it rather than read the log at once.
+    wait_for(
+        lambda: "stopped answering its health checks" in log_text(root),
+        10.0,
+        "the reason in the replica log",
+    )
 
 
 # ---- stopping ---------------------------------------------------------------------------------
