@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -28,6 +29,9 @@ class Deployment(TimestampMixin, Base):
     status_message: Mapped[str] = mapped_column(sa.Text, default="")
     current_revision: Mapped[int] = mapped_column(default=1)
     endpoint_url: Mapped[str | None] = mapped_column(sa.String(500))
+    # Drift thresholds and the like, chosen per deployment (konan.monitoring); not a serving
+    # setting, so changing it is not a revision.
+    monitoring_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     updated_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]

@@ -82,6 +82,9 @@ class ApiKey(TimestampMixin, Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # Requests this key may make, in the `limits` notation ("100/second"); None: unlimited.
+    # Model servers enforce it locally per process (see konan/serving/key_limits.py).
+    rate_limit: Mapped[str | None] = mapped_column(sa.String(40))
 
     owner: Mapped[User] = relationship()
 

@@ -62,6 +62,13 @@ class ModelVersion(TimestampMixin, Base):
     source_commit: Mapped[str | None] = mapped_column(sa.String(64))
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(128))
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    # Bins of the model's own predictions on its reference data, taken at registration: the
+    # reference for prediction drift (None: no reference data, or the model could not run).
+    prediction_profile: Mapped[dict[str, Any] | None]
+    # A faster equivalent compiled at registration (ONNX from scikit-learn) when its outputs
+    # matched the original's on the reference sample; model servers prefer it.
+    compiled_flavor: Mapped[str | None] = mapped_column(sa.String(30))
+    compiled_sha256: Mapped[str | None] = mapped_column(sa.String(64))
 
     model: Mapped[Model] = relationship(back_populates="versions")
 
