@@ -213,13 +213,20 @@ def keys_create(
     deployment: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
     project: Annotated[str | None, typer.Option(help="every deployment of a project")] = None,
     expires_at: Annotated[str | None, typer.Option(help="ISO 8601 date-time")] = None,
+    rate_limit: Annotated[
+        str | None, typer.Option(help="e.g. 100/second; enforced by each model server process")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Create a predict key; the secret is printed once."""
     with api(url, token) as client:
         key = client.create_api_key(
-            name, deployments=deployment, project=project, expires_at=expires_at
+            name,
+            deployments=deployment,
+            project=project,
+            expires_at=expires_at,
+            rate_limit=rate_limit,
         )
     console.print(f"key {key['id']} ({key['prefix']}), shown only now:")
     console.print(key["key"], markup=False, highlight=False)
@@ -230,7 +237,9 @@ def keys_list(url: UrlOption = None, token: TokenOption = None) -> None:
     """Your keys (never their secrets)."""
     with api(url, token) as client:
         keys = client.list_api_keys()
-    table = Table("id", "name", "prefix", "deployments", "expires", "revoked", "last used")
+    table = Table(
+        "id", "name", "prefix", "deployments", "expires", "rate limit", "revoked", "last used"
+    )
     for k in keys:
         table.add_row(
             str(k["id"]),
@@ -238,6 +247,7 @@ def keys_list(url: UrlOption = None, token: TokenOption = None) -> None:
             k["prefix"],
             ", ".join(k["deployments"]) or (f"project {k['project']}" if k["project"] else ""),
             (k["expires_at"] or "")[:19],
+            k.get("rate_limit") or "",
             "yes" if k["revoked_at"] else "",
             (k["last_used_at"] or "")[:19],
         )

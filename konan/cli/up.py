@@ -22,7 +22,9 @@ from konan.cli.common import console, err_console, settings_from
 from konan.core.settings import Settings
 
 STOP_GRACE_SECONDS = 15.0
-HEALTH_DEADLINE_SECONDS = 20.0
+# Generous: on a small or busy machine four Python processes importing FastAPI, SQLAlchemy
+# and Celery at once can take well over 20 s; a crash is noticed at once regardless.
+HEALTH_DEADLINE_SECONDS = 120.0
 
 
 def _prepare(settings: Settings) -> str | None:
@@ -123,7 +125,11 @@ def up(
         if settings.runtime.kind == "local":
             procs["agent"] = _spawn(["agent"], env)
         if not _wait_healthy(url, procs):
-            err_console.print(f"[bold red]error:[/] the server did not answer {url}/healthz")
+            dead = [
+                f"{n} (exit code {p.returncode})" for n, p in procs.items() if p.poll() is not None
+            ]
+            why = f": {', '.join(dead)} stopped" if dead else f" in {HEALTH_DEADLINE_SECONDS:g} s"
+            err_console.print(f"[bold red]error:[/] the server did not answer {url}/healthz{why}")
             exit_code = 1
             return
         console.print(

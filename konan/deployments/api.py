@@ -294,11 +294,19 @@ async def predict(name: str, request: Request, state: StateDep) -> Response:
 # ---- internal: model servers learn their keys -----------------------------------------------
 
 
+class KeyRateEntry(BaseModel):
+    amount: int
+    seconds: int
+
+
 class KeyEntry(BaseModel):
     id: int
     prefix: str
     sha256: str
     expires_at: float | None
+    rate: KeyRateEntry | None = Field(
+        default=None, description="the key's budget, absent when unlimited or limits are off"
+    )
 
 
 class KeyList(BaseModel):
@@ -325,6 +333,7 @@ def serving_keys(
     if usage.used:
         api_keys.record_use(session, usage.used)
     rows = api_keys.keys_for_deployment(session, deployment, "predict")
+    limits_on = state.settings.server.rate_limit_enabled
     return KeyList(
         keys=[
             KeyEntry(
@@ -332,7 +341,15 @@ def serving_keys(
                 prefix=row.prefix,
                 sha256=row.key_hash,
                 expires_at=row.expires_at.timestamp() if row.expires_at else None,
+                rate=_key_rate(row.rate_limit) if limits_on else None,
             )
             for row in rows
         ]
     )
+
+
+def _key_rate(text: str | None) -> KeyRateEntry | None:
+    if not text:
+        return None
+    rate = api_keys.parse_rate_limit(text)
+    return KeyRateEntry(amount=rate.amount, seconds=rate.seconds)

@@ -220,6 +220,7 @@ def _key_read(session: SessionDep, row: ApiKey) -> dict[str, Any]:
         "deployments": api_keys.deployments_of(session, row.id),
         "project": project.name if project else None,
         "expires_at": row.expires_at,
+        "rate_limit": row.rate_limit,
         "revoked_at": row.revoked_at,
         "last_used_at": row.last_used_at,
         "created_at": row.created_at,
@@ -248,6 +249,7 @@ def create_api_key(
         project=project,
         scopes=body.scopes,
         expires_at=body.expires_at,
+        rate_limit=body.rate_limit,
     )
     return ApiKeyCreated(**_key_read(session, issued.row), key=issued.key)
 

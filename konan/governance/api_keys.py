@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from limits import parse as parse_limit
 from sqlalchemy.orm import Session
 
 from konan.core.errors import InvalidInput, NotFound
@@ -24,6 +25,28 @@ from konan.governance.orm import ApiKey, Project, User, api_key_deployments
 from konan.governance.permissions import Action, authorize
 
 KEY_SCOPES = frozenset({"predict", "feedback"})
+
+
+@dataclass(frozen=True)
+class KeyRate:
+    """A key's request budget: `amount` requests per `seconds`."""
+
+    amount: int
+    seconds: int
+
+
+def parse_rate_limit(text: str) -> KeyRate:
+    """'100/second', '5000/minute', '10 per 2 seconds' (the `limits` notation) → KeyRate."""
+    try:
+        item = parse_limit(text)
+    except ValueError:
+        raise InvalidInput(
+            f"rate_limit {text!r} is not a rate: write it as '<count>/<second|minute|hour|day>', "
+            "e.g. '100/second'"
+        ) from None
+    if item.amount < 1:
+        raise InvalidInput("rate_limit must allow at least one request")
+    return KeyRate(amount=item.amount, seconds=item.get_expiry())
 
 
 def hash_key(key: str) -> str:
@@ -52,6 +75,7 @@ def create_key(
     project: Project | None,
     scopes: list[str],
     expires_at: datetime | None,
+    rate_limit: str | None = None,
 ) -> IssuedKey:
     unknown = sorted(set(scopes) - KEY_SCOPES)
     if unknown:
@@ -65,6 +89,9 @@ def create_key(
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= utcnow():
             raise InvalidInput("expires_at is in the past")
+    if rate_limit is not None:
+        rate_limit = rate_limit.strip()
+        parse_rate_limit(rate_limit)
     for deployment in deployments:
         target = session.get(Project, deployment.project_id)
         assert target is not None
@@ -80,6 +107,7 @@ def create_key(
         project_id=project.id if project else None,
         scopes=sorted(set(scopes)),
         expires_at=expires_at,
+        rate_limit=rate_limit,
     )
     session.add(row)
     session.flush()
@@ -100,6 +128,7 @@ def create_key(
             "scopes": row.scopes,
             "deployments": [d.name for d in deployments],
             "expires_at": expires_at.isoformat() if expires_at else None,
+            "rate_limit": rate_limit,
         },
     )
     return IssuedKey(row=row, key=key, deployments=[d.name for d in deployments])

@@ -97,6 +97,13 @@ class ApiKeyCreate(BaseModel):
     project: Name | None = Field(default=None, description="all deployments of this project")
     scopes: list[str] = Field(default_factory=lambda: ["predict"], min_length=1, max_length=10)
     expires_at: datetime | None = None
+    rate_limit: str | None = Field(
+        default=None,
+        max_length=40,
+        description="requests this key may make, e.g. '100/second' or '5000/minute'; "
+        "enforced by each model server process; unset: unlimited",
+        examples=["100/second"],
+    )
 
 
 class ApiKeyRead(BaseModel):
@@ -107,6 +114,7 @@ class ApiKeyRead(BaseModel):
     deployments: list[str]
     project: str | None
     expires_at: datetime | None
+    rate_limit: str | None
     revoked_at: datetime | None
     last_used_at: datetime | None
     created_at: datetime

@@ -435,14 +435,17 @@ class Client:
         project: str | None = None,
         scopes: list[str] | None = None,
         expires_at: str | None = None,
+        rate_limit: str | None = None,
     ) -> dict[str, Any]:
-        """A new key; its secret (`key`) is returned only here."""
+        """A new key; its secret (`key`) is returned only here. `rate_limit` like
+        "100/second" caps the key's requests on each model server process."""
         body = {
             "name": name,
             "deployments": deployments or [],
             "project": project,
             "scopes": scopes or ["predict"],
             "expires_at": expires_at,
+            "rate_limit": rate_limit,
         }
         result: dict[str, Any] = self.request("POST", "/api/v1/api-keys", json=body)
         return result

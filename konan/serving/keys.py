@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from konan.serving.key_limits import KeyRate
 from konan.serving.metrics import ServingMetrics
 from konan.serving.spec import SERVING_TOKEN_ENV, KeySource
 from konan.serving.validation import Rejected
@@ -37,6 +38,7 @@ class CachedKey:
     id: int
     prefix: str
     expires_at: float | None
+    rate: KeyRate | None = None
 
 
 def _unauthenticated(detail: str) -> Rejected:
@@ -112,12 +114,22 @@ def parse_keys(payload: bytes) -> dict[str, CachedKey]:
                 id=int(item["id"]),
                 prefix=str(item.get("prefix") or ""),
                 expires_at=None if expires is None else float(expires),
+                rate=_rate(item.get("rate")),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             skipped += 1
     if skipped:
         log.warning("skipped %d malformed entries in the key list", skipped)
     return keys
+
+
+def _rate(value: Any) -> KeyRate | None:
+    if value is None:
+        return None
+    amount, seconds = value["amount"], value["seconds"]
+    if type(amount) is not int or type(seconds) not in (int, float) or amount < 1 or seconds <= 0:
+        raise ValueError("rate")
+    return KeyRate(amount=amount, seconds=float(seconds))
 
 
 class KeyRefresher:

@@ -53,6 +53,7 @@ from konan.monitoring.stream import (
     make_producer,
     redis_url,
 )
+from konan.serving.key_limits import KeyRateLimiter
 from konan.serving.keys import KeyCache, KeyRefresher
 from konan.serving.metrics import ServingMetrics
 from konan.serving.outputs import dumps, jsonable
@@ -142,6 +143,7 @@ class Replica:
         )
         self.reloader = Reloader(spec_path, self.loader, spec)
         self.keys = KeyCache()
+        self.key_limiter = KeyRateLimiter()
         self.refresher = KeyRefresher(
             self.keys, lambda: self.reloader.latest_spec.keys, self.metrics
         )
@@ -515,7 +517,8 @@ class ServingApp:
                     code="dependency_unavailable",
                     headers=_RETRY_AFTER,
                 )
-            replica.keys.authenticate(authorization, time.time())
+            now = time.time()
+            key = replica.keys.authenticate(authorization, now)
             if name is not None and name != table.deployment:
                 raise Rejected(
                     404,
@@ -523,6 +526,8 @@ class ServingApp:
                     f"no deployment named {name[:100]!r} is served here",
                     code="not_found",
                 )
+            if key.rate is not None:
+                replica.key_limiter.admit(key.id, key.rate, now)
             if content_type is None or not _is_json(content_type):
                 raise Rejected(
                     415,

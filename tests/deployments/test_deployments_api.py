@@ -305,3 +305,52 @@ def test_the_serving_environment_is_stable_between_reconciles(plane: Plane) -> N
     """A changing env would make every runtime replace its replicas on every pass."""
     plane.deploy()
     assert _serving_headers(plane, "churn-live") == _serving_headers(plane, "churn-live")
+
+
+def test_a_key_rate_limit_is_validated_stored_and_sent_to_model_servers(plane: Plane) -> None:
+    plane.deploy("a")
+    created = plane.post(
+        "/api/v1/api-keys", {"name": "capped", "deployments": ["a"], "rate_limit": "120/minute"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["rate_limit"] == "120/minute"
+    plane.post("/api/v1/api-keys", {"name": "free", "deployments": ["a"]})
+    response = plane.client.post(
+        "/api/v1/internal/deployments/a/keys", json={}, headers=_serving_headers(plane, "a")
+    )
+    rates = {k["prefix"]: k["rate"] for k in response.json()["keys"]}
+    assert rates[created.json()["prefix"]] == {"amount": 120, "seconds": 60}
+    assert sorted(rates.values(), key=str) == [None, {"amount": 120, "seconds": 60}]
+    audit = plane.get("/api/v1/audit?action=api_key.create").json()
+    assert any(e["after"].get("rate_limit") == "120/minute" for e in audit)
+
+
+@pytest.mark.parametrize("rate", ["fast", "0/second", "10/fortnight", "-3/minute", ""])
+def test_a_nonsense_key_rate_limit_is_422_and_creates_nothing(plane: Plane, rate: str) -> None:
+    plane.deploy("a")
+    with plane.engine.connect() as conn:
+        keys_before = conn.scalar(sa.text("SELECT count(*) FROM api_keys"))
+        audit_before = conn.scalar(sa.text("SELECT count(*) FROM audit_events"))
+    response = plane.post(
+        "/api/v1/api-keys", {"name": "capped", "deployments": ["a"], "rate_limit": rate}
+    )
+    assert response.status_code == 422, response.text
+    assert "rate_limit" in response.json()["detail"]
+    with plane.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM api_keys")) == keys_before
+        assert conn.scalar(sa.text("SELECT count(*) FROM audit_events")) == audit_before
+
+
+def test_with_rate_limits_switched_off_model_servers_get_no_budgets(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = plane.app.state.konan
+    off = state.settings.server.model_copy(update={"rate_limit_enabled": False})
+    monkeypatch.setattr(state, "settings", state.settings.model_copy(update={"server": off}))
+    plane.deploy("a")
+    body = {"name": "capped", "deployments": ["a"], "rate_limit": "1/hour"}
+    assert plane.post("/api/v1/api-keys", body).status_code == 201
+    response = plane.client.post(
+        "/api/v1/internal/deployments/a/keys", json={}, headers=_serving_headers(plane, "a")
+    )
+    assert [k["rate"] for k in response.json()["keys"]] == [None]

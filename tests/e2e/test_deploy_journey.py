@@ -253,6 +253,31 @@ def test_the_cli_deploys_predicts_and_changes_traffic(
     logs = run("deployments", "logs", "churn-cli", "--tail", "20")
     assert logs.strip()
     assert "cli-app" in run("keys", "list")
+
+    # A key with a budget (E01): past it, 429 + Retry-After through the control plane's route.
+    capped = run(
+        "keys", "create", "capped", "--deployment", "churn-cli", "--rate-limit", "3/minute"
+    )
+    capped_key = capped.strip().splitlines()[-1]
+    assert "3/minute" in run("keys", "list")
+    statuses: list[int] = []
+
+    def limited() -> bool:
+        response = httpx2.post(
+            f"{up.url}/api/v1/deployments/churn-cli/predict",
+            json={"inputs": [{"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}]},
+            headers={"Authorization": f"Bearer {capped_key}"},
+            timeout=10,
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert 1 <= int(response.headers["retry-after"]) <= 60
+            assert response.json()["code"] == "rate_limited"
+            return True
+        return False
+
+    wait_for(limited, 10, "the capped key to be refused with 429")
+    assert statuses.count(200) >= 3  # the budget itself was served (after the key arrived)
     bad = runner.invoke(
         cli, ["predict", "churn-cli", "--key", key, "--inputs", '[{"a": "x"}]'], env=env
     )

@@ -132,7 +132,13 @@ class KeyServer:
     _next_id: int = 1
     _server: ThreadingHTTPServer | None = None
 
-    def add(self, secret: str, *, expires_at: float | None = None) -> int:
+    def add(
+        self,
+        secret: str,
+        *,
+        expires_at: float | None = None,
+        rate: tuple[int, float] | None = None,
+    ) -> int:
         key_id = self._next_id
         self._next_id += 1
         self.keys[key_id] = {
@@ -140,6 +146,7 @@ class KeyServer:
             "prefix": secret[:7],
             "sha256": hashlib.sha256(secret.encode()).hexdigest(),
             "expires_at": expires_at,
+            "rate": None if rate is None else {"amount": rate[0], "seconds": rate[1]},
         }
         return key_id
 

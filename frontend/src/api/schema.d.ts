@@ -938,6 +938,12 @@ export interface components {
              * @description all deployments of this project
              */
             project?: string | null;
+            /**
+             * Rate Limit
+             * @description requests this key may make, e.g. '100/second' or '5000/minute'; enforced by each model server process; unset: unlimited
+             * @example 100/second
+             */
+            rate_limit?: string | null;
             /** Scopes */
             scopes?: string[];
         };
@@ -967,6 +973,8 @@ export interface components {
             prefix: string;
             /** Project */
             project: string | null;
+            /** Rate Limit */
+            rate_limit: string | null;
             /** Revoked At */
             revoked_at: string | null;
             /** Scopes */
@@ -993,6 +1001,8 @@ export interface components {
             prefix: string;
             /** Project */
             project: string | null;
+            /** Rate Limit */
+            rate_limit: string | null;
             /** Revoked At */
             revoked_at: string | null;
             /** Scopes */
