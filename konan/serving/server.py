@@ -552,7 +552,6 @@ class ServingApp:
             return
 
         at = time.time()
-        called = time.perf_counter()
         try:
             if version.offload:
                 loop = asyncio.get_running_loop()
@@ -562,10 +561,8 @@ class ServingApp:
             else:
                 labels, proba = version.predict(checked)
         except Exception as exc:
-            version.observe(time.perf_counter() - called)
             await self._model_failed(send, table, version, role, rows, request_id, at, started, exc)
             return
-        version.observe(time.perf_counter() - called)
 
         predictions = jsonable(labels)
         outputs: dict[str, Any] = {"predictions": predictions}

@@ -79,10 +79,16 @@ class LoadedVersion:
         self.header = str(self.version).encode()
 
     def predict(self, checked: Checked) -> tuple[Any, Any]:
-        if self.with_proba:
-            labels, proba = self.model.predict_with_proba(checked.columns)
-        else:
-            labels, proba = self.model.predict(checked.columns), None
+        # Timed here, around the model alone: timing from the event loop would include the wait
+        # for a worker thread once offloaded, which kept fast models offloaded for good.
+        started = time.perf_counter()
+        try:
+            if self.with_proba:
+                labels, proba = self.model.predict_with_proba(checked.columns)
+            else:
+                labels, proba = self.model.predict(checked.columns), None
+        finally:
+            self.observe(time.perf_counter() - started)
         if len(labels) != checked.rows or (proba is not None and len(proba) != checked.rows):
             raise ModelOutputError(
                 f"{len(labels)} predictions for {checked.rows} rows from version {self.version}"
@@ -91,7 +97,10 @@ class LoadedVersion:
 
     def observe(self, seconds: float) -> None:
         self.ewma += 0.2 * (seconds - self.ewma)
-        self.offload = self.ewma > OFFLOAD_AFTER_SECONDS
+        # Hysteresis: a busy machine's occasional slow call may offload a fast model for a
+        # moment, but it comes back inline once calls are well under the threshold again.
+        limit = OFFLOAD_AFTER_SECONDS / 2 if self.offload else OFFLOAD_AFTER_SECONDS
+        self.offload = self.ewma > limit
 
 
 def _reuse_key(served: ServedVersion) -> tuple[Any, ...]:
