@@ -4,7 +4,8 @@
 # kubernetes-validate is required (pip install kubernetes-validate).
 #
 #   bash deploy/validate.sh            # from the repository root
-#   PYTHON=/path/to/python KUBERNETES_VALIDATE=/path/to/kubernetes-validate bash deploy/validate.sh
+#   PYTHON=/path/to/python KUBERNETES_VALIDATE=/path/to/kubernetes-validate \
+#     PROMTOOL=/path/to/promtool bash deploy/validate.sh
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ if "$PYTHON" - <<'PY'
 import sys, yaml
 d = yaml.safe_load(open("docker-compose.yml"))
 s = d["services"]
-need = {"postgres", "redis", "s3", "s3-init", "migrate", "api", "worker", "monitor", "prometheus"}
+need = {"postgres", "redis", "s3", "s3-init", "migrate", "api", "worker", "monitor", "prometheus", "grafana"}
 missing = need - set(s)
 assert not missing, f"services missing: {missing}"
 for name in ("api", "worker", "monitor"):
@@ -37,7 +38,13 @@ for name in ("api", "worker", "monitor"):
     env = s[name]["environment"]
     assert env["KONAN_MODE"] == "scale-out", name
     assert ":?" in env["KONAN_AUTH__SECRET_KEY"] and ":?" in env["KONAN_ADMIN_PASSWORD"], name
-assert s["prometheus"]["profiles"] == ["monitoring"]
+# Observability is opt-in: the default `docker compose up` starts neither service.
+for name in ("prometheus", "grafana"):
+    assert s[name]["profiles"] == ["observability"], name
+mounts = " ".join(s["prometheus"]["volumes"] + s["grafana"]["volumes"])
+for path in ("deploy/prometheus/prometheus.yml", "deploy/prometheus/alerts.yml",
+             "deploy/grafana/provisioning", "deploy/grafana/konan.json"):
+    assert "./" + path + ":" in mounts, f"{path} is not mounted"
 PY
 then ok "docker-compose.yml parses and has the expected services and conditions"
 else bad "docker-compose.yml structure"; fi
@@ -46,7 +53,7 @@ compose=""
 if docker compose version >/dev/null 2>&1; then compose="docker compose"
 elif docker-compose version 2>/dev/null | grep -q "v2\."; then compose="docker-compose"; fi
 if [ -n "$compose" ]; then
-  if $compose -f docker-compose.yml --profile monitoring config -q; then ok "$compose config"
+  if $compose -f docker-compose.yml --profile observability config -q; then ok "$compose config"
   else bad "$compose config"; fi
   for var in KONAN_AUTH__SECRET_KEY KONAN_ADMIN_PASSWORD; do
     if env -u "$var" $compose -f docker-compose.yml config -q >/dev/null 2>&1; then
@@ -77,18 +84,62 @@ else
   skip "kubectl not installed: kustomization.yaml not rendered"
 fi
 
-# --- Prometheus, SeaweedFS helpers, Dockerfile --------------------------------------------
-if command -v promtool >/dev/null 2>&1; then
-  # promtool checks that the scrape token file exists: point it at a scratch one.
+# --- Prometheus, Grafana, SeaweedFS helpers, Dockerfile -----------------------------------
+if "$PYTHON" - <<'PY'
+import json, yaml
+d = json.load(open("deploy/grafana/konan.json"))
+assert d["schemaVersion"] >= 39, d["schemaVersion"]
+for f in ("deploy/grafana/provisioning/datasources/prometheus.yml",
+          "deploy/grafana/provisioning/dashboards/konan.yml"):
+    assert yaml.safe_load(open(f))["apiVersion"] == 1, f
+PY
+then ok "deploy/grafana: dashboard JSON and provisioning YAML parse"
+else bad "deploy/grafana"; fi
+
+PROMTOOL=${PROMTOOL:-$(command -v promtool || true)}
+if [ -n "$PROMTOOL" ] && [ -x "$PROMTOOL" ]; then
+  # promtool checks that the scrape token file exists: point it at a scratch one. The rule file
+  # is found next to the config, so it is copied there too.
   scratch=$(mktemp -d)
   echo token > "$scratch/konan-metrics-token"
-  sed "s#/etc/prometheus/konan-metrics-token#$scratch/konan-metrics-token#" \
-    deploy/prometheus/prometheus.yml > "$scratch/prometheus.yml"
-  if promtool check config "$scratch/prometheus.yml" >/dev/null; then ok "promtool check config"
-  else bad "promtool check config"; fi
+  cp deploy/prometheus/alerts.yml "$scratch/alerts.yml"
+  for conf in prometheus.yml prometheus-kubernetes.yml; do
+    sed -e "s#/etc/prometheus/konan-metrics-token#$scratch/konan-metrics-token#" \
+        -e "s#/etc/prometheus/secrets/konan-metrics-token#$scratch/konan-metrics-token#" \
+      "deploy/prometheus/$conf" > "$scratch/$conf"
+    if out=$("$PROMTOOL" check config "$scratch/$conf" 2>&1); then ok "promtool check config $conf"
+    elif grep -q "field kubernetes_sd_configs not found" <<<"$out"; then
+      # Debian's prometheus package is built without Kubernetes service discovery.
+      skip "promtool check config $conf: this promtool has no kubernetes_sd_configs"
+    else echo "$out"; bad "promtool check config $conf"; fi
+  done
+  if "$PROMTOOL" check rules deploy/prometheus/alerts.yml >/dev/null; then
+    ok "promtool check rules alerts.yml"
+  else bad "promtool check rules alerts.yml"; fi
+  if (cd deploy/prometheus && "$PROMTOOL" test rules alerts_test.yml >/dev/null); then
+    ok "promtool test rules alerts_test.yml"
+  else bad "promtool test rules alerts_test.yml"; fi
+  # The dashboard's queries, with Grafana's variables filled in, as recording rules: promtool
+  # parses each one as PromQL.
+  if "$PYTHON" - "$scratch/dashboard-rules.yml" <<'PY'
+import json, sys, yaml
+d = json.load(open("deploy/grafana/konan.json"))
+exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+rules = [
+    {"record": f"konan:dashboard_query_{i}",
+     "expr": e.replace("$__rate_interval", "1m").replace("$deployment", ".*")}
+    for i, e in enumerate(exprs)
+]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[1], "w"))
+PY
+  then
+    if "$PROMTOOL" check rules "$scratch/dashboard-rules.yml" >/dev/null; then
+      ok "promtool parses every query of deploy/grafana/konan.json"
+    else bad "a query of deploy/grafana/konan.json is not valid PromQL"; fi
+  else bad "could not extract the queries of deploy/grafana/konan.json"; fi
   rm -rf "$scratch"
 else
-  skip "promtool not installed"
+  skip "promtool not installed: Prometheus configs, alert rules and dashboard queries not checked"
 fi
 if sh -n deploy/seaweedfs/entrypoint.sh && "$PYTHON" -m json.tool deploy/seaweedfs/s3.json >/dev/null \
    && "$PYTHON" -c "import ast, sys; ast.parse(open(sys.argv[1]).read())" deploy/seaweedfs/create_bucket.py; then
