@@ -1,17 +1,17 @@
 """The prediction log is exactly-once through a Redis outage and a PostgreSQL outage.
 
 The real scale-out processes — control plane, worker, `konan monitor` and the local-runtime
-agent with two model servers — run against a fresh PostgreSQL database and a PRIVATE
-redis-server (never the shared one on 6379, never the shared PostgreSQL cluster's server).
-A load generator sends predictions with unique `X-Request-Id`s straight to the model servers
-while the broker (or the database) is stopped and started again; afterwards every request
-answered 2xx has exactly one `prediction_logs` row, and no other request has one.
+agent with its model servers — run against a fresh PostgreSQL database and a PRIVATE
+redis-server (never the shared one on 6379, never the shared PostgreSQL server itself: the
+PostgreSQL outage stops a private cluster). Threads send predictions with unique
+`X-Request-Id`s straight to the model servers while the broker (or the database) is stopped
+and started again; afterwards every request answered 2xx has exactly one `prediction_logs`
+row, and no other request has one.
 
-Redis persistence is what the monitoring README requires: `appendonly yes` with
-`appendfsync always` here (the strongest setting, so the SIGKILL variant may claim no loss;
-`everysec` gives the same guarantee for a killed process, and loses up to a second of
-acknowledged records only when the whole machine fails). RDB snapshots are switched off so the
-AOF alone is proven to carry the stream and its consumer group across a restart.
+Redis runs with `appendonly yes` and `appendfsync always` (see the monitoring README,
+"Outages"): with fsync on every write the SIGKILL variant may claim that nothing acknowledged
+is lost. RDB snapshots are off, so the append-only file alone carries the stream, its consumer
+group and its pending entries across the restart.
 """
 
 from __future__ import annotations
