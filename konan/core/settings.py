@@ -181,18 +181,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Scale-out settings a process of this kind cannot start without.
+    _scale_out_required: tuple[str, ...] = ("database", "broker", "artifacts", "secret")
+
     @model_validator(mode="after")
     def _scale_out_needs_everything_explicit(self) -> Settings:
         if self.mode != "scale-out":
             return self
         missing = []
-        if not self.database.url:
+        required = self._scale_out_required
+        if "database" in required and not self.database.url:
             missing.append("KONAN_DATABASE__URL")
-        if not self.queue.broker_url:
+        if "broker" in required and not self.queue.broker_url:
             missing.append("KONAN_QUEUE__BROKER_URL")
-        if not self.artifacts.uri:
+        if "artifacts" in required and not self.artifacts.uri:
             missing.append("KONAN_ARTIFACTS__URI")
-        if self.auth.secret_key is None or not self.auth.secret_key.get_secret_value():
+        if "secret" in required and (
+            self.auth.secret_key is None or not self.auth.secret_key.get_secret_value()
+        ):
             missing.append("KONAN_AUTH__SECRET_KEY")
         if missing:
             raise ValueError(f"scale-out mode needs these settings: {', '.join(missing)}")
@@ -282,10 +288,18 @@ def _setting_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(p.upper() for p in parts)
 
 
-def load_settings(**overrides: Any) -> Settings:
+class ServingSettings(Settings):
+    """A model server's settings. It never opens the database nor signs tokens, and the
+    control plane keeps those settings out of its environment (deployments.reconciler's
+    serving_env), so scale-out asks it only for the broker (log stream) and the artifacts."""
+
+    _scale_out_required: tuple[str, ...] = ("broker", "artifacts")
+
+
+def load_settings(settings_cls: type[Settings] = Settings, **overrides: Any) -> Settings:
     """Build settings, turning a validation failure into a ConfigError that names the env var."""
     try:
-        return Settings(**overrides)
+        return settings_cls(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -96,6 +96,9 @@ class MonitorConsumer:
             reraise=True,
         )
         log.info("monitor %s consuming %s", self.instance, self.stream.name)
+        warning = self.stream.durability_warning()
+        if warning:
+            log.warning("%s", warning)
         try:
             while not stop.is_set():
                 try:

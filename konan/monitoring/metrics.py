@@ -54,6 +54,12 @@ BACKLOG = _get_or_create(
     "konan_monitor_backlog_records",
     "Records waiting in the log stream (spool segments or Redis group lag + pending).",
 )
+STREAM_LOST = _get_or_create(
+    Counter,
+    "konan_monitor_stream_lost",
+    "Times the monitor found the Redis stream or its consumer group gone (a Redis restart "
+    "without persistence, a FLUSHALL, a DEL): records not yet consumed then were lost.",
+)
 SPOOLED = _get_or_create(
     Counter,
     "konan_log_spooled",

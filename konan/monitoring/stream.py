@@ -148,6 +148,11 @@ class LogStream(abc.ABC):
     def backlog(self) -> int:
         """Records waiting to be consumed (approximate)."""
 
+    def durability_warning(self) -> str | None:
+        """Why records in this stream would not survive a restart of its store, if they would
+        not; the monitor logs it at start. None: durable, or cannot tell."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -313,7 +318,17 @@ class RedisStreamLogStream(LogStream):
             except self._response_error as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                self._group_ready = False  # the stream was deleted under us
+                # The stream (or its group) was there and is gone: every record not yet
+                # consumed went with it. Say so loudly; then start over on the new stream.
+                metrics.STREAM_LOST.inc()
+                log.error(
+                    "the Redis stream %s or its consumer group %s disappeared: records not "
+                    "yet consumed are lost. Was Redis restarted without persistence "
+                    "(Konan needs appendonly yes), flushed, or the key deleted?",
+                    self.stream,
+                    self.group,
+                )
+                self._group_ready = False
                 self._ensure_group()
                 return self._read(max_records, timeout)
         except self._errors as exc:
@@ -363,6 +378,20 @@ class RedisStreamLogStream(LogStream):
             return int(self._client.xlen(self.stream))  # type: ignore[arg-type]
         except self._errors as exc:
             raise LogStreamUnavailable(f"redis stream {self.stream}: {exc}") from exc
+
+    def durability_warning(self) -> str | None:
+        try:
+            info: Any = self._client.info("persistence")
+        except self._errors:
+            return None  # unreachable or INFO refused (some managed services): cannot tell
+        if str(info.get("aof_enabled", "1")) != "0":
+            return None
+        return (
+            f"Redis keeps the stream {self.stream} without an append-only file "
+            "(appendonly no): records not yet consumed are lost when Redis restarts, and a "
+            "killed Redis loses everything since its last snapshot. Konan needs "
+            "'appendonly yes' (appendfsync everysec or always) on this Redis."
+        )
 
     def close(self) -> None:
         self._client.close()

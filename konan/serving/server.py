@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl
 import uvicorn
 
 from konan.backends.artifacts import artifact_store_from_settings
-from konan.core.settings import Settings, load_settings
+from konan.core.settings import ServingSettings, Settings, load_settings
 from konan.monitoring.stream import (
     LogProducer,
     PredictionRecord,
@@ -882,7 +882,7 @@ def serve(options: Options) -> int:
     )
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per key refresh otherwise
     try:
-        settings = load_settings()
+        settings = load_settings(ServingSettings)
         spec = ServingSpec.read(options.spec)
     except Exception as exc:
         log.error("cannot start: %s", exc)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from konan.core.errors import ConfigError
-from konan.core.settings import load_settings
+from konan.core.settings import ServingSettings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +69,28 @@ def test_scale_out_without_secrets_names_every_missing_setting(
     assert "KONAN_QUEUE__BROKER_URL" in message
     assert "KONAN_ARTIFACTS__URI" in message
     assert "KONAN_DATABASE__URL" not in message
+
+
+def test_a_scale_out_model_server_needs_only_the_broker_and_the_artifacts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The control plane keeps the database URL and the auth key out of a model server's
+    # environment (serving_env); its settings must load without them.
+    monkeypatch.setenv("KONAN_MODE", "scale-out")
+    with pytest.raises(ConfigError) as info:
+        load_settings(ServingSettings)
+    message = info.value.detail
+    assert "KONAN_QUEUE__BROKER_URL" in message
+    assert "KONAN_ARTIFACTS__URI" in message
+    assert "KONAN_DATABASE__URL" not in message
+    assert "KONAN_AUTH__SECRET_KEY" not in message
+    monkeypatch.setenv("KONAN_QUEUE__BROKER_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("KONAN_ARTIFACTS__URI", "s3://bucket/konan")
+    settings = load_settings(ServingSettings)
+    assert settings.mode == "scale-out"
+    # Every other process still needs them all.
+    with pytest.raises(ConfigError, match="KONAN_DATABASE__URL, KONAN_AUTH__SECRET_KEY"):
+        load_settings()
 
 
 def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
