@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from konan.cli.client import TokenOption, UrlOption, client_from
@@ -153,9 +154,9 @@ def settings(
     for key in ("method", "threshold", "drift_share", "numeric_test", "categorical_test"):
         table.add_row(key, "" if drift.get(key) is None else str(drift[key]))
     for feature, value in sorted(drift.get("feature_thresholds", {}).items()):
-        table.add_row(f"threshold[{feature}]", _num(value))
+        table.add_row(escape(f"threshold[{feature}]"), _num(value))
     for feature, value in sorted(drift.get("tests", {}).items()):
-        table.add_row(f"test[{feature}]", str(value))
+        table.add_row(escape(f"test[{feature}]"), str(value))
     console.print(table)
 
 

@@ -39,6 +39,10 @@ Stats per column (``DatasetProfile.stats[name]``), ``count`` = non-null values::
     string:        {"type", "count", "nulls", "distinct", "distinct_exact",
                     "top": [{"value", "count"}, ... up to 20], "top_exact"}
     boolean:       {"type", "count", "nulls", "true", "false"}
+
+Every column's stats also carry ``"chunk_thresholds"``: drift thresholds from the reference's
+own chunks of rows (one more pass over the file when it has at least 1000 rows), or why there
+are none; see `konan.registry.drift_statistics`.
 """
 
 from __future__ import annotations
