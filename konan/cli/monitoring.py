@@ -74,13 +74,13 @@ def drift(
         )
     console.print(
         f"[bold]{report['deployment']}[/] v{report['model_version']} "
-        f"({report.get('method', 'auto')}) "
         f"{report['start'][:16]} → {report['end'][:16]}: "
         f"{report['features_drifted']} of {report['features_tested']} features drifted"
         + (" — [bold red]dataset drift[/]" if report["dataset_drift"] else ""),
         highlight=False,
     )
     console.print(table)
+    console.print(f"method: {report.get('method', 'auto')}", highlight=False)
     for note in report.get("notes", []):
         console.print(f"[dim]note: {note}[/]", highlight=False)
 

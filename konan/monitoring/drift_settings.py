@@ -23,6 +23,7 @@ document's ``feature_thresholds`` > (``reference_chunks``: the chunk threshold) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -150,7 +151,7 @@ def threshold_problem(name: str, test: str, value: float) -> str | None:
 def validate(
     settings: MonitoringSettings,
     features: dict[str, Bins] | None,
-    default_test: Any,
+    default_test: Callable[[Bins], DriftTest],
     what: str,
 ) -> None:
     """Check ``settings`` against the champion's features (``features``; None: the deployment
