@@ -1,4 +1,5 @@
-"""`konan monitoring drift | health | performance | alerts | export`: thin over the SDK.
+"""`konan monitoring drift | settings | health | performance | alerts | export`: thin over the
+SDK.
 
 (`konan monitor` is the log consumer; these commands read what it stored.)
 """
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from konan.cli.client import TokenOption, UrlOption, client_from
@@ -39,16 +41,24 @@ def drift(
     start: Start = None,
     end: End = None,
     version: Annotated[int | None, typer.Option(help="model version (default: champion)")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="auto | reference_chunks | fixed (default: stored)")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="every feature's threshold (default: stored)")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Drift per feature against the version's reference data."""
     try:
         with client_from(url, token) as client:
-            report = client.drift(name, start=start, end=end, version=version)
+            report = client.drift(
+                name, start=start, end=end, version=version, method=method, threshold=threshold
+            )
     except KonanError as exc:
         fail(exc.detail, code=1)
-    table = Table("feature", "test", "statistic", "threshold", "drifted", title=None)
+    table = Table("feature", "test", "statistic", "threshold", "source", "drifted", title=None)
     rows = list(report["features"])
     if report.get("prediction"):
         rows.append(report["prediction"])
@@ -58,7 +68,8 @@ def drift(
             f["name"],
             f["test"] or "(no data)",
             _num(statistic),
-            _num(f["threshold"]),
+            _num(f["threshold"]) + (" (p)" if f.get("threshold_on") == "p_value" else ""),
+            f.get("threshold_source", ""),
             "[bold red]yes[/]" if f["drifted"] else "no",
         )
     console.print(
@@ -68,6 +79,84 @@ def drift(
         + (" — [bold red]dataset drift[/]" if report["dataset_drift"] else ""),
         highlight=False,
     )
+    console.print(table)
+    console.print(f"method: {report.get('method', 'auto')}", highlight=False)
+    for note in report.get("notes", []):
+        console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep or not key or not value:
+            fail(f"{what} {item!r} must look like name=value", code=2)
+        out[key] = value
+    return out
+
+
+@monitoring_app.command("settings")
+def settings(
+    name: Name,
+    method: Annotated[str | None, typer.Option(help="auto | reference_chunks | fixed")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="every feature's threshold (p-value or distance)")
+    ] = None,
+    feature_threshold: Annotated[
+        list[str] | None, typer.Option(help="name=value, repeatable")
+    ] = None,
+    drift_share: Annotated[float | None, typer.Option(help="share of drifted features")] = None,
+    numeric_test: Annotated[
+        str | None, typer.Option(help="ks | wasserstein | psi | jensenshannon")
+    ] = None,
+    categorical_test: Annotated[
+        str | None, typer.Option(help="chisquare | z | psi | jensenshannon")
+    ] = None,
+    test: Annotated[list[str] | None, typer.Option(help="name=test, repeatable")] = None,
+    reset: Annotated[bool, typer.Option(help="back to the defaults")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show the deployment's drift settings; with options, change them (the options given
+    replace those stored, the rest stay)."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "method": method,
+            "threshold": threshold,
+            "drift_share": drift_share,
+            "numeric_test": numeric_test,
+            "categorical_test": categorical_test,
+        }.items()
+        if v is not None
+    }
+    if feature_threshold:
+        thresholds = _pairs(feature_threshold, "--feature-threshold")
+        try:
+            changes["feature_thresholds"] = {k: float(v) for k, v in thresholds.items()}
+        except ValueError:
+            fail("--feature-threshold values must be numbers", code=2)
+    if test:
+        changes["tests"] = _pairs(test, "--test")
+    try:
+        with client_from(url, token) as client:
+            if reset:
+                current = client.set_monitoring_settings(name, changes)
+            elif changes:
+                stored = client.monitoring_settings(name)["drift"]
+                current = client.set_monitoring_settings(name, {**stored, **changes})
+            else:
+                current = client.monitoring_settings(name)
+    except KonanError as exc:
+        fail(exc.detail, code=1)
+    drift = current["drift"]
+    table = Table("setting", "value", title=f"drift settings of {current['deployment']}")
+    for key in ("method", "threshold", "drift_share", "numeric_test", "categorical_test"):
+        table.add_row(key, "" if drift.get(key) is None else str(drift[key]))
+    for feature, value in sorted(drift.get("feature_thresholds", {}).items()):
+        table.add_row(escape(f"threshold[{feature}]"), _num(value))
+    for feature, value in sorted(drift.get("tests", {}).items()):
+        table.add_row(escape(f"test[{feature}]"), str(value))
     console.print(table)
 
 

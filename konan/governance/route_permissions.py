@@ -81,6 +81,9 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{name}/monitoring/drift"): Action.read,
     ("GET", "/api/v1/deployments/{name}/monitoring/performance"): Action.read,
     ("GET", "/api/v1/deployments/{name}/monitoring/export"): Action.read,
+    ("GET", "/api/v1/deployments/{name}/monitoring/settings"): Action.read,
+    # drift thresholds decide alerts: a maintainer's change, audited
+    ("PUT", "/api/v1/deployments/{name}/monitoring/settings"): Action.deploy,
     ("POST", "/api/v1/deployments/{name}/alert-rules"): Action.deploy,
     ("GET", "/api/v1/deployments/{name}/alert-rules"): Action.read,
     ("DELETE", "/api/v1/deployments/{name}/alert-rules/{rule_id}"): Action.deploy,

@@ -6,7 +6,8 @@ A rule's condition is computed from what monitoring already answers, never from 
 kind          fires when (over the last ``window_seconds``)
 ============  ===============================================================================
 drift         the share of drifted input features >= ``threshold`` (drift.drift_report), or,
-              with ``feature``, that feature drifted
+              with ``feature``, that feature drifted; feature thresholds, tests and method
+              are the deployment's stored drift settings (drift_settings)
 performance   realised ``metric`` (performance.performance, labelled requests of the champion)
               < ``threshold``
 error_rate    5xx responses / requests >= ``threshold`` (health minute rollups)
@@ -316,7 +317,9 @@ def read_condition(
                 float(value) if value is not None else None,
                 bool(found["drifted"]),
                 f"feature {feature!r} {'drifted' if found['drifted'] else 'did not drift'} "
-                f"({found['test']}) {span}",
+                f"({found['test']}, threshold {found['threshold']:g} on the "
+                f"{found['threshold_on'].replace('_', '-')}, from {found['threshold_source']}) "
+                f"{span}",
             )
         if report["features_tested"] == 0:
             return Reading(None, False, f"no live feature values {span}")

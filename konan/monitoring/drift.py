@@ -16,7 +16,14 @@ reference size              column                  test (drift when)
 > 1000                      categorical or binary   Jensen-Shannon distance (>= 0.1)
 ==========================  ======================  ===========================================
 
-PSI and Jensen-Shannon are reported for every column as well.
+PSI and Jensen-Shannon are reported for every column as well, and either (or any test that
+fits the column) can be chosen per deployment or per feature instead (`drift_settings`); PSI
+drifts at 0.1 by default (Evidently's; 0.2 is the other usual cut, "significant shift").
+
+Thresholds come, per feature, from the query, the deployment's stored settings, the
+reference's own chunks (``method: reference_chunks``, NannyML's mean + 3 std; see
+`konan.registry.drift_statistics`) or the test's default; each feature says which
+(``threshold_source``) and what the threshold is compared with (``threshold_on``).
 
 KS on binned data: both samples are known only up to their bin, so the empirical CDFs are
 compared at the bin edges; the statistic is then a lower bound of the raw-data KS statistic
@@ -42,140 +49,55 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 from sqlalchemy.orm import Session
 
 from konan.core.errors import InvalidInput, NotFound
 from konan.deployments.orm import Deployment, DeploymentRevision
+from konan.monitoring import drift_settings
+from konan.monitoring.drift_settings import DEFAULT_DRIFT_SHARE, DriftSettings, Method
 from konan.monitoring.health import resolve_window
 from konan.monitoring.orm import FeatureHistogram
 from konan.monitoring.rollups import HOUR, MISSING_BIN, PREDICTION, version_bins_from
-from konan.registry.binning import Bins, CategoricalBins, NumericBins
+from konan.registry.binning import Bins
+from konan.registry.drift_statistics import (
+    CHUNK_THRESHOLD_ON,
+    P_VALUE_THRESHOLD,
+    PSI_EPSILON,
+    PVALUE_TESTS,
+    ThresholdOn,
+    bin_points,
+    chi_square,
+    column_kind,
+    compute,
+    js_distance,
+    ks_binned,
+    proportion_z,
+    psi,
+    reference_counts,
+    wasserstein_normed,
+)
+from konan.registry.drift_statistics import Test as Test
 from konan.registry.orm import DatasetVersion, ModelVersion
 
+__all__ = [
+    "DEFAULT_DRIFT_SHARE",
+    "PSI_EPSILON",
+    "bin_points",
+    "chi_square",
+    "column_kind",
+    "js_distance",
+    "ks_binned",
+    "proportion_z",
+    "psi",
+    "reference_counts",
+    "wasserstein_normed",
+]
+
 SMALL_REFERENCE = 1000  # Evidently: at most this many reference rows -> statistical tests
-P_VALUE_THRESHOLD = 0.05
 DISTANCE_THRESHOLD = 0.1
-PSI_THRESHOLD = 0.1  # reported; PSI > 0.1 is "some shift", > 0.25 "major" by convention
-DEFAULT_DRIFT_SHARE = 0.5
-PSI_EPSILON = 1e-4  # stands in for an empty bin, as Evidently does
+PSI_THRESHOLD = 0.1  # Evidently's default for PSI as a test; 0.2 ("significant") is also usual
 
-Test = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon"]
-FloatArray = npt.NDArray[np.float64]
-
-_PVALUE_TESTS: frozenset[str] = frozenset({"ks", "chisquare", "z"})
-
-
-# ---- the statistics ---------------------------------------------------------------------------
-
-
-def _shares(counts: npt.ArrayLike) -> FloatArray:
-    array = np.asarray(counts, dtype=np.float64)
-    total = array.sum()
-    return array / total if total > 0 else np.zeros_like(array)
-
-
-def psi(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
-    """Population stability index: sum((c - r) * ln(c / r)) over shares; an empty bin counts as
-    PSI_EPSILON so the log stays finite."""
-    r = _shares(reference_counts)
-    c = _shares(current_counts)
-    r = np.where(r == 0, PSI_EPSILON, r)
-    c = np.where(c == 0, PSI_EPSILON, c)
-    return float(np.sum((c - r) * np.log(c / r)))
-
-
-def js_distance(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
-    """Jensen-Shannon distance (natural log, so in [0, sqrt(ln 2)]) between the two shares."""
-    r = _shares(reference_counts)
-    c = _shares(current_counts)
-    if r.sum() == 0 or c.sum() == 0:
-        return 0.0
-    return float(jensenshannon(r, c))
-
-
-def ks_binned(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
-) -> tuple[float, float]:
-    """Two-sample KS on counts over the same ordered bins: (statistic, asymptotic p-value)."""
-    r = np.asarray(reference_counts, dtype=np.float64)
-    c = np.asarray(current_counts, dtype=np.float64)
-    n, m = r.sum(), c.sum()
-    if n == 0 or m == 0:
-        return 0.0, 1.0
-    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
-    big, small = max(n, m), min(n, m)
-    en = big * small / (big + small)
-    p = float(stats.kstwo.sf(d, np.round(en)))
-    return d, min(max(p, 0.0), 1.0)
-
-
-def chi_square(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
-) -> tuple[float, float]:
-    """Chi-square test of homogeneity on the 2 x K table (empty columns dropped)."""
-    table = np.vstack(
-        [np.asarray(reference_counts, np.float64), np.asarray(current_counts, np.float64)]
-    )
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-        return 0.0, 1.0
-    result = stats.chi2_contingency(table, correction=False)
-    return float(result.statistic), float(result.pvalue)
-
-
-def proportion_z(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
-) -> tuple[float, float]:
-    """Two-proportion Z-test on the share of the first category (pooled variance)."""
-    r = np.asarray(reference_counts, dtype=np.float64)
-    c = np.asarray(current_counts, dtype=np.float64)
-    n1, n2 = r.sum(), c.sum()
-    if n1 == 0 or n2 == 0:
-        return 0.0, 1.0
-    p1, p2 = r[0] / n1, c[0] / n2
-    pooled = (r[0] + c[0]) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if var <= 0:
-        return 0.0, 1.0
-    z = float((p1 - p2) / math.sqrt(var))
-    return z, float(2 * stats.norm.sf(abs(z)))
-
-
-def bin_points(bins: NumericBins, low: float | None, high: float | None) -> FloatArray:
-    """One representative value per numeric bin: midpoints, the outer bins at the middle of
-    the edge and the reference min/max (or half a neighbouring width out)."""
-    edges = bins.edges.astype(np.float64)
-    if edges.size == 1:
-        width = max(abs(edges[0]) * 0.01, 1e-9)
-    else:
-        width = float(np.median(np.diff(edges)))
-    lo = float(low) if low is not None and low < edges[0] else edges[0] - width
-    hi = float(high) if high is not None and high > edges[-1] else edges[-1] + width
-    inner = (edges[:-1] + edges[1:]) / 2
-    return np.concatenate([[(lo + edges[0]) / 2], inner, [(edges[-1] + hi) / 2]])
-
-
-def wasserstein_normed(
-    points: FloatArray,
-    reference_counts: npt.ArrayLike,
-    current_counts: npt.ArrayLike,
-    reference_std: float | None,
-) -> float:
-    """Wasserstein distance between the binned samples, divided by the reference std."""
-    r = np.asarray(reference_counts, dtype=np.float64)
-    c = np.asarray(current_counts, dtype=np.float64)
-    if r.sum() == 0 or c.sum() == 0:
-        return 0.0
-    distance = float(stats.wasserstein_distance(points, points, r, c))
-    std = reference_std
-    if std is None or not math.isfinite(std) or std <= 0:
-        mean = float(np.average(points, weights=r))
-        std = math.sqrt(float(np.average((points - mean) ** 2, weights=r)))
-    if std <= 0:
-        return 0.0 if distance == 0 else math.inf
-    return distance / std
+ThresholdSource = Literal["query", "feature", "deployment", "reference_chunks", "default"]
 
 
 # ---- one feature --------------------------------------------------------------------------------
@@ -196,6 +118,8 @@ class FeatureDrift:
     reference_count: int
     current_count: int
     current_missing: int
+    threshold_source: ThresholdSource = "default"
+    threshold_on: ThresholdOn = "p_value"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +130,8 @@ class FeatureDrift:
             "p_value": _json_float(self.p_value),
             "distance": _json_float(self.distance),
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "threshold_on": self.threshold_on,
             "drifted": self.drifted,
             "psi": _json_float(self.psi),
             "jensenshannon": _json_float(self.jensenshannon),
@@ -221,13 +147,8 @@ def _json_float(value: float | None) -> float | None:
     return value
 
 
-def column_kind(bins: Bins) -> Literal["numeric", "categorical", "binary"]:
-    if isinstance(bins, CategoricalBins):
-        return "binary" if len(bins.categories) == 2 and bins.other == 0 else "categorical"
-    return "numeric"
-
-
 def choose_test(bins: Bins, reference_size: int) -> Test:
+    """Evidently's choice by column kind and reference size."""
     kind = column_kind(bins)
     if reference_size <= SMALL_REFERENCE:
         return {"numeric": "ks", "categorical": "chisquare", "binary": "z"}[kind]  # type: ignore[return-value]
@@ -235,14 +156,9 @@ def choose_test(bins: Bins, reference_size: int) -> Test:
 
 
 def default_threshold(test: Test) -> float:
-    return P_VALUE_THRESHOLD if test in _PVALUE_TESTS else DISTANCE_THRESHOLD
-
-
-def reference_counts(bins: Bins) -> npt.NDArray[np.int64]:
-    """The reference over the same bins live counts use (categorical: + other, unseen)."""
-    if isinstance(bins, CategoricalBins):
-        return bins.reference_counts()
-    return np.asarray(bins.counts, dtype=np.int64)
+    if test in PVALUE_TESTS:
+        return P_VALUE_THRESHOLD
+    return PSI_THRESHOLD if test == "psi" else DISTANCE_THRESHOLD
 
 
 def feature_drift(
@@ -253,54 +169,46 @@ def feature_drift(
     current_missing: int = 0,
     column_stats: Mapping[str, Any] | None = None,
     threshold: float | None = None,
+    test: Test | None = None,
+    threshold_on: ThresholdOn | None = None,
+    threshold_source: ThresholdSource | None = None,
 ) -> FeatureDrift:
-    """Drift of one column: ``current`` are live counts aligned with `reference_counts`."""
+    """Drift of one column: ``current`` are live counts aligned with `reference_counts`.
+
+    ``test`` defaults to Evidently's choice, ``threshold`` to the test's default. The threshold
+    is compared with the p-value for ks/chisquare/z and with the distance otherwise, unless
+    ``threshold_on`` says ``"statistic"`` (a KS statistic threshold from reference chunks:
+    drift when the statistic is above it)."""
     ref = reference_counts(bins)
     cur = np.asarray(current, dtype=np.int64)
     if cur.size != ref.size:
         raise ValueError(f"{name}: {cur.size} live bins against {ref.size} reference bins")
     reference_size = int(ref.sum())
-    test = choose_test(bins, reference_size)
+    test = test or choose_test(bins, reference_size)
     limit = default_threshold(test) if threshold is None else float(threshold)
+    source: ThresholdSource = threshold_source or ("default" if threshold is None else "query")
+    on: ThresholdOn = threshold_on or ("p_value" if test in PVALUE_TESTS else "distance")
     kind = column_kind(bins)
     current_size = int(cur.sum())
     if current_size == 0 or reference_size == 0:
         return FeatureDrift(
             name, kind, None, None, None, None, limit, False, None, None,
-            reference_size, current_size, current_missing,
+            reference_size, current_size, current_missing, source, on,
         )  # fmt: skip
-    statistic: float | None = None
-    p_value: float | None = None
-    distance: float | None = None
-    if test == "ks":
-        statistic, p_value = ks_binned(ref, cur)
-    elif test == "chisquare":
-        statistic, p_value = chi_square(ref, cur)
-    elif test == "z":
-        statistic, p_value = proportion_z(ref, cur)
-    elif test == "wasserstein":
-        assert isinstance(bins, NumericBins)
-        info = column_stats or {}
-        points = bin_points(bins, _num(info.get("min")), _num(info.get("max")))
-        distance = wasserstein_normed(points, ref, cur, _num(info.get("std")))
-        statistic = distance
-    else:
-        distance = statistic = js_distance(ref, cur)
-    if p_value is not None:
+    statistic, p_value = compute(test, bins, ref, cur, column_stats)
+    distance = None if test in PVALUE_TESTS else statistic
+    if on == "p_value":
+        assert p_value is not None
         drifted = p_value < limit
+    elif on == "statistic":
+        drifted = statistic > limit
     else:
-        assert distance is not None
-        drifted = distance >= limit
+        drifted = statistic >= limit
     return FeatureDrift(
         name, kind, test, statistic, p_value, distance, limit, drifted,
         psi(ref, cur), js_distance(ref, cur), reference_size, current_size, current_missing,
+        source, on,
     )  # fmt: skip
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def dataset_drift(features: list[FeatureDrift], share: float = DEFAULT_DRIFT_SHARE) -> bool:
@@ -309,6 +217,72 @@ def dataset_drift(features: list[FeatureDrift], share: float = DEFAULT_DRIFT_SHA
     if not tested:
         return False
     return sum(f.drifted for f in tested) / len(tested) >= share
+
+
+# ---- thresholds per feature -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    test: Test
+    threshold: float | None  # None: the test's default
+    source: ThresholdSource
+    on: ThresholdOn | None = None
+
+
+def chunk_threshold(column_stats: Mapping[str, Any] | None, test: Test) -> float | None:
+    """The reference-chunk threshold of ``test`` stored at registration, if any."""
+    entry = ((column_stats or {}).get("chunk_thresholds") or {}).get("thresholds") or {}
+    found = entry.get(test) if isinstance(entry, Mapping) else None
+    value = found.get("threshold") if isinstance(found, Mapping) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def chunk_skip_reason(column_stats: Mapping[str, Any] | None) -> str:
+    entry = (column_stats or {}).get("chunk_thresholds")
+    if isinstance(entry, Mapping) and isinstance(entry.get("skipped"), str):
+        return str(entry["skipped"])
+    if entry is None:
+        return "its reference was profiled before chunk thresholds were computed"
+    return "no chunk threshold for its test"
+
+
+def choose(
+    name: str,
+    bins: Bins,
+    column_stats: Mapping[str, Any] | None,
+    settings: DriftSettings,
+    method: Method,
+    *,
+    query_threshold: float | None,
+    query_feature_thresholds: Mapping[str, float],
+    notes: list[str],
+) -> Choice:
+    """Test and threshold of one feature: query > stored feature > reference chunks (method
+    reference_chunks) > stored deployment threshold > default."""
+    test = drift_settings.resolve_test(
+        name, bins, settings, choose_test(bins, int(reference_counts(bins).sum()))
+    )
+    if name in query_feature_thresholds:
+        return Choice(test, query_feature_thresholds[name], "query")
+    if query_threshold is not None:
+        return Choice(test, query_threshold, "query")
+    if name in settings.feature_thresholds:
+        return Choice(test, settings.feature_thresholds[name], "feature")
+    if method == "reference_chunks":
+        value = chunk_threshold(column_stats, test)
+        if value is not None:
+            return Choice(test, value, "reference_chunks", CHUNK_THRESHOLD_ON[test])
+        fallback = "the deployment's threshold" if settings.threshold is not None else "the default"
+        notes.append(
+            f"{name}: no reference-chunk threshold ({chunk_skip_reason(column_stats)}); "
+            f"{fallback} applies"
+        )
+    if settings.threshold is not None:
+        return Choice(test, settings.threshold, "deployment")
+    return Choice(test, None, "default")
 
 
 # ---- the report over a window -------------------------------------------------------------------
@@ -325,11 +299,13 @@ def drift_report(
     end: datetime | None = None,
     threshold: float | None = None,
     feature_thresholds: Mapping[str, float] | None = None,
-    drift_share: float = DEFAULT_DRIFT_SHARE,
+    drift_share: float | None = None,
+    method: Method | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Drift of every feature (and the prediction) of one model version over ``[start, end)``,
-    at hour resolution (the window is widened to whole hours)."""
+    at hour resolution (the window is widened to whole hours). Arguments override the
+    deployment's stored settings, which override the defaults."""
     window = resolve_window(start, end, now=now, max_span=timedelta(days=DRIFT_MAX_SPAN_DAYS))
     model_version = _model_version(session, deployment, version)
     label = f"model version {model_version.version} of deployment {deployment.name!r}"
@@ -343,9 +319,50 @@ def drift_report(
     version_bins = version_bins_from(model_version, reference)
     if not version_bins.features:
         raise InvalidInput(f"the reference dataset of {label} has no usable bins for its features")
-    unknown = set(feature_thresholds or {}) - set(version_bins.features)
+    query_thresholds = dict(feature_thresholds or {})
+    unknown = set(query_thresholds) - set(version_bins.features)
     if unknown:
         raise InvalidInput(f"no feature {', '.join(sorted(unknown))} in {label}")
+
+    stored, note = drift_settings.stored(deployment)
+    settings = stored.drift
+    notes = [note] if note else []
+    stale = sorted(
+        (set(settings.feature_thresholds) | set(settings.tests)) - set(version_bins.features)
+    )
+    if stale:
+        notes.append(
+            f"stored settings name features {label} does not have ({', '.join(stale)}); "
+            "they are ignored"
+        )
+    chosen_method: Method = method or settings.method
+    share = drift_share if drift_share is not None else settings.drift_share
+    stats_by_column = dict(reference.stats or {})
+    if version_bins.prediction_source == "prediction_profile":
+        # The dataset's own column of that name (if any) is not what the bins describe.
+        stats_by_column.pop(PREDICTION, None)
+    choices = {
+        name: choose(
+            name,
+            bins,
+            stats_by_column.get(name),
+            settings,
+            chosen_method,
+            query_threshold=threshold,
+            query_feature_thresholds=query_thresholds,
+            notes=notes,
+        )
+        for name, bins in version_bins.features.items()
+    }
+    problems = [
+        problem
+        for name, c in choices.items()
+        if c.source == "query" and c.threshold is not None
+        for problem in [drift_settings.threshold_problem(name, c.test, c.threshold)]
+        if problem is not None
+    ]
+    if problems:
+        raise InvalidInput("; ".join(problems))
 
     first = window.start_epoch // HOUR * HOUR
     last = -(-window.end_epoch // HOUR) * HOUR
@@ -372,8 +389,6 @@ def drift_report(
             missing[feature] += int(count)
         elif 0 <= index < current[feature].size:
             current[feature][index] += int(count)
-    overrides = dict(feature_thresholds or {})
-    stats_by_column = reference.stats or {}
     features = [
         feature_drift(
             name,
@@ -381,7 +396,10 @@ def drift_report(
             current[name],
             current_missing=missing[name],
             column_stats=stats_by_column.get(name),
-            threshold=overrides.get(name, threshold),
+            threshold=choices[name].threshold,
+            test=choices[name].test,
+            threshold_on=choices[name].on,
+            threshold_source=choices[name].source,
         )
         for name, bins in version_bins.features.items()
     ]
@@ -395,13 +413,16 @@ def drift_report(
         "reference_dataset_version_id": reference.id,
         "start": datetime.fromtimestamp(first, UTC).isoformat(),
         "end": datetime.fromtimestamp(last, UTC).isoformat(),
-        "drift_share": drift_share,
-        "dataset_drift": dataset_drift(inputs, drift_share),
+        "method": chosen_method,
+        "drift_share": share,
+        "dataset_drift": dataset_drift(inputs, share),
         "features_tested": len(tested),
         "features_drifted": len(drifted),
         "share_drifted": len(drifted) / len(tested) if tested else 0.0,
         "features": [f.as_dict() for f in inputs],
         "prediction": prediction.as_dict() if prediction is not None else None,
+        "prediction_reference": version_bins.prediction_source,
+        "notes": notes,
     }
 
 
@@ -424,3 +445,22 @@ def _model_version(session: Session, deployment: Deployment, version: int | None
         what = "a champion" if version is None else f"model version {version}"
         raise NotFound(f"deployment {deployment.name!r} has no {what}")
     return found
+
+
+def champion_features(session: Session, deployment: Deployment) -> dict[str, Bins] | None:
+    """The champion's features with their reference bins (None: no champion with reference
+    data), for checking settings."""
+    try:
+        model_version = _model_version(session, deployment, None)
+    except NotFound:
+        return None
+    if model_version.reference_dataset_version_id is None:
+        return None
+    reference = session.get(DatasetVersion, model_version.reference_dataset_version_id)
+    if reference is None:
+        return None
+    return dict(version_bins_from(model_version, reference).features) or None
+
+
+def default_test_of(bins: Bins) -> Test:
+    return choose_test(bins, int(reference_counts(bins).sum()))

@@ -4,7 +4,8 @@
   latency sum and a fixed latency histogram (`LATENCY_BOUNDS_MS`), so percentiles come from
   bucket counts, never from a scan of raw logs.
 * `FeatureHistogram`: per deployment, model version, feature (and ``__prediction__``) and hour:
-  counts over the version's reference bins, fixed when the reference dataset was registered.
+  counts over the version's reference bins, fixed when the reference dataset was registered
+  (the prediction's from the version's ``prediction_profile`` when it has one).
 
 `update(session, rows)` takes the rows `ingest` actually inserted (never replays) and adds them
 with ``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n``: the dialect insert on SQLite and
@@ -20,9 +21,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -57,16 +59,32 @@ _HISTOGRAM_KEY = ("deployment_id", "model_version_id", "bucket_start", "feature"
 class VersionBins:
     """What live traffic of one model version is counted into: feature name -> reference bins.
 
-    Includes ``__prediction__`` when the reference dataset has bins under that name.
+    Includes ``__prediction__`` from the version's ``prediction_profile`` (the model's own
+    predictions on its reference sample), else from the reference dataset's bins of that name.
     """
 
     reference_dataset_version_id: int
     features: Mapping[str, Bins]
+    prediction_source: Literal["prediction_profile", "reference_dataset"] | None = None
+
+
+def prediction_bins(version: ModelVersion) -> Bins | None:
+    """``prediction_profile["bins"]["__prediction__"]`` parsed, or None (absent or malformed)."""
+    profile = version.prediction_profile
+    entry = profile.get("bins") if isinstance(profile, Mapping) else None
+    raw = entry.get(PREDICTION) if isinstance(entry, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return bins_from_json(raw)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def version_bins_from(version: ModelVersion, reference: DatasetVersion) -> VersionBins:
     """Parse a reference dataset's bins for the version's input features (all columns when the
-    signature names none). Malformed entries are skipped rather than failing ingest."""
+    signature names none), and the prediction's. Malformed entries are skipped rather than
+    failing ingest."""
     declared = [
         str(f.get("name"))
         for f in (version.signature or {}).get("inputs", [])
@@ -74,15 +92,23 @@ def version_bins_from(version: ModelVersion, reference: DatasetVersion) -> Versi
     ]
     raw = reference.reference_bins or {}
     names = [n for n in declared if n in raw] if declared else [n for n in raw if n != PREDICTION]
-    if PREDICTION in raw:
-        names.append(PREDICTION)
     features: dict[str, Bins] = {}
     for name in names:
         try:
             features[name] = bins_from_json(raw[name])
         except (ValueError, TypeError, AttributeError):
             continue
-    return VersionBins(reference.id, features)
+    source: Literal["prediction_profile", "reference_dataset"] | None = None
+    predicted = prediction_bins(version)
+    if predicted is not None:
+        features[PREDICTION], source = predicted, "prediction_profile"
+    elif PREDICTION in raw:
+        try:
+            features[PREDICTION] = bins_from_json(raw[PREDICTION])
+            source = "reference_dataset"
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return VersionBins(reference.id, features, source)
 
 
 class BinCache:
@@ -109,6 +135,8 @@ class BinCache:
                 ModelVersion.created_at,
                 DatasetVersion.id,
                 DatasetVersion.created_at,
+                # The prediction profile may be filled in after the version was created.
+                ModelVersion.prediction_profile,
             )
             .outerjoin(
                 DatasetVersion, DatasetVersion.id == ModelVersion.reference_dataset_version_id
@@ -116,8 +144,8 @@ class BinCache:
             .where(ModelVersion.id.in_(ids))
         ).all()
         out: dict[int, VersionBins | None] = {}
-        for mv_id, mv_at, dv_id, dv_at in keys:
-            key = (_url(session), mv_id, mv_at, dv_id, dv_at)
+        for mv_id, mv_at, dv_id, dv_at, profile in keys:
+            key = (_url(session), mv_id, mv_at, dv_id, dv_at, _fingerprint(profile))
             with self._lock:
                 hit = key in self._entries
                 found = self._entries.get(key)
@@ -141,6 +169,12 @@ class BinCache:
         if version is None or reference is None:
             return None
         return version_bins_from(version, reference)
+
+
+def _fingerprint(profile: Any) -> bytes | None:
+    if profile is None:
+        return None
+    return orjson.dumps(profile, option=orjson.OPT_SORT_KEYS)
 
 
 def _url(session: Session) -> str:

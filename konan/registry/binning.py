@@ -211,11 +211,17 @@ def count_categorical(
 
 
 def _count_with_index(values: Iterable[Any], index: Mapping[Any, int], has_other: bool) -> IntArray:
+    items = values.tolist() if isinstance(values, np.ndarray) else values
+    return _count_pairs(Counter(items).items(), index, has_other)
+
+
+def _count_pairs(
+    pairs: Iterable[tuple[Any, int]], index: Mapping[Any, int], has_other: bool
+) -> IntArray:
     size = len(index)
     out = np.zeros(size + 2, dtype=np.int64)
-    items = values.tolist() if isinstance(values, np.ndarray) else values
     outside = size if has_other else size + 1
-    for value, n in Counter(items).items():
+    for value, n in pairs:
         position = index.get(value)
         if position is not None:
             out[position] += n
@@ -269,6 +275,10 @@ class CategoricalBins:
 
     def count(self, values: Iterable[Any]) -> IntArray:
         return _count_with_index(values, self._index, self.other > 0)
+
+    def count_counted(self, counted: Mapping[Any, int]) -> IntArray:
+        """Like `count`, from values already counted (value -> how many)."""
+        return _count_pairs(counted.items(), self._index, self.other > 0)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -39,10 +39,15 @@ Stats per column (``DatasetProfile.stats[name]``), ``count`` = non-null values::
     string:        {"type", "count", "nulls", "distinct", "distinct_exact",
                     "top": [{"value", "count"}, ... up to 20], "top_exact"}
     boolean:       {"type", "count", "nulls", "true", "false"}
+
+Every column's stats also carry ``"chunk_thresholds"``: drift thresholds from the reference's
+own chunks of rows (one more pass over the file when it has at least 1000 rows), or why there
+are none; see `konan.registry.drift_statistics`.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import math
@@ -62,9 +67,19 @@ import pyarrow.parquet as pq
 from konan.core.errors import InvalidInput
 from konan.registry.binning import (
     DEFAULT_NUMERIC_BINS,
+    Bins,
+    CategoricalBins,
+    NumericBins,
+    bins_from_json,
     categorical_bins_from_counts,
     count_numeric,
     quantile_edges,
+)
+from konan.registry.drift_statistics import (
+    CHUNKS,
+    chunk_bounds,
+    chunk_thresholds,
+    reference_counts,
 )
 from konan.registry.signature import MAX_CATEGORIES, ColumnSchema, ValueType
 
@@ -278,6 +293,7 @@ def _profile_source(
         bins[name] = result.bins
         if result.categories is not None:
             categories[name] = result.categories
+    _add_chunk_thresholds(source, profilers, row_count, stats, bins)
     return DatasetProfile(
         format=fmt,
         row_count=row_count,
@@ -286,6 +302,42 @@ def _profile_source(
         reference_bins=bins,
         category_values=categories,
     )
+
+
+def _add_chunk_thresholds(
+    source: _Source,
+    profilers: dict[str, _ColumnProfiler],
+    row_count: int,
+    stats: dict[str, dict[str, Any]],
+    bins: dict[str, dict[str, Any]],
+) -> None:
+    """``stats[column]["chunk_thresholds"]``: one more pass counts each chunk of rows into the
+    column's bins (see `konan.registry.drift_statistics`)."""
+    bounds = chunk_bounds(row_count)
+    if isinstance(bounds, str):
+        for name in profilers:
+            stats[name]["chunk_thresholds"] = {"skipped": bounds}
+        return
+    parsed: dict[str, Bins] = {name: bins_from_json(bins[name]) for name in profilers}
+    counts = {
+        name: np.zeros((CHUNKS, reference_counts(b).size), dtype=np.int64)
+        for name, b in parsed.items()
+    }
+    offsets = dict.fromkeys(profilers, 0)
+    for name, chunk in source.scan(list(profilers)):
+        start = offsets[name]
+        end = offsets[name] = start + len(chunk)
+        first = bisect.bisect_right(bounds, start) - 1
+        for index in range(first, CHUNKS):
+            lo, hi = max(bounds[index], start), min(bounds[index + 1], end)
+            if lo >= hi:
+                break
+            piece = chunk.slice(lo - start, hi - lo)
+            counts[name][index] += profilers[name].chunk_counts(piece, parsed[name])
+    for name, column_bins in parsed.items():
+        stats[name]["chunk_thresholds"] = chunk_thresholds(
+            column_bins, list(counts[name]), stats[name], chunk_rows=row_count // CHUNKS
+        )
 
 
 # --- columns ----------------------------------------------------------------------------------
@@ -379,6 +431,10 @@ class _ColumnProfiler:
     def _finish(self) -> _Result:
         raise NotImplementedError
 
+    def chunk_counts(self, chunk: pa.Array, bins: Bins) -> npt.NDArray[np.int64]:
+        """Counts of a slice of this column over ``bins`` (aligned with `reference_counts`)."""
+        raise NotImplementedError
+
     def _base_stats(self) -> dict[str, Any]:
         return {"type": self.value_type, "count": self.rows - self.nulls, "nulls": self.nulls}
 
@@ -469,6 +525,10 @@ class _NumericProfiler(_ColumnProfiler):
             self.sample[slots[keep]] = values[fill:][keep]
         self.seen += m
 
+    def chunk_counts(self, chunk: pa.Array, bins: Bins) -> npt.NDArray[np.int64]:
+        assert isinstance(bins, NumericBins)
+        return bins.count(self.values_of(chunk))
+
     def edges(self) -> npt.NDArray[np.float64]:
         if self._edges is None:
             self._edges = quantile_edges(self.sample, DEFAULT_NUMERIC_BINS)
@@ -518,14 +578,26 @@ class _StringProfiler(_ColumnProfiler):
         self.exact = True
         self.most_distinct = 0
 
+    @staticmethod
+    def _value_counts(chunk: pa.Array) -> tuple[list[Any], list[int]]:
+        counted = pc.value_counts(chunk)
+        return counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+
+    def chunk_counts(self, chunk: pa.Array, bins: Bins) -> npt.NDArray[np.int64]:
+        assert isinstance(bins, CategoricalBins)
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_decode()
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            chunk = pc.cast(chunk, pa.string())
+        values, numbers = self._value_counts(chunk.drop_null())
+        return bins.count_counted(dict(zip(values, numbers, strict=True)))
+
     def _update(self, chunk: pa.Array) -> None:
         if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
             chunk = pc.cast(chunk, pa.string())  # string_view and temporal types
         if pc.any(pc.match_substring(chunk, "\x00")).as_py():
             raise InvalidInput(f"column {self.name!r} contains a NUL character")
-        counted = pc.value_counts(chunk)
-        values = counted.field("values").to_pylist()
-        numbers = counted.field("counts").to_pylist()
+        values, numbers = self._value_counts(chunk)
         counts = self.counts
         for value, number in zip(values, numbers, strict=True):
             counts[value] = counts.get(value, 0) + number
@@ -564,6 +636,14 @@ class _BooleanProfiler(_ColumnProfiler):
 
     def _update(self, chunk: pa.Array) -> None:
         self.true += int(pc.sum(chunk.cast(pa.int64())).as_py() or 0)
+
+    def chunk_counts(self, chunk: pa.Array, bins: Bins) -> npt.NDArray[np.int64]:
+        assert isinstance(bins, CategoricalBins)
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_decode()
+        present = chunk.drop_null()
+        true = int(pc.sum(present.cast(pa.int64())).as_py() or 0)
+        return bins.count_counted({True: true, False: len(present) - true})
 
     def _finish(self) -> _Result:
         count = self.rows - self.nulls

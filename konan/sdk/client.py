@@ -495,14 +495,37 @@ class Client:
         threshold: float | None = None,
         feature_thresholds: dict[str, float] | None = None,
         drift_share: float | None = None,
+        method: str | None = None,
     ) -> dict[str, Any]:
+        """Drift per feature; arguments override the deployment's stored settings."""
         params = self._window(
-            start, end, version=version, threshold=threshold, drift_share=drift_share
+            start,
+            end,
+            version=version,
+            threshold=threshold,
+            drift_share=drift_share,
+            method=method,
         )
         if feature_thresholds:
             params["feature_threshold"] = [f"{k}={v}" for k, v in feature_thresholds.items()]
         result: dict[str, Any] = self.request(
             "GET", f"/api/v1/deployments/{deployment}/monitoring/drift", params=params
+        )
+        return result
+
+    def monitoring_settings(self, deployment: str) -> dict[str, Any]:
+        """The deployment's stored drift settings (the defaults when none were stored)."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/deployments/{deployment}/monitoring/settings"
+        )
+        return result
+
+    def set_monitoring_settings(self, deployment: str, drift: dict[str, Any]) -> dict[str, Any]:
+        """Replace the deployment's drift settings: ``{"method", "threshold",
+        "feature_thresholds", "drift_share", "numeric_test", "categorical_test", "tests"}``
+        (omitted keys take their defaults). A maintainer's change; audited."""
+        result: dict[str, Any] = self.request(
+            "PUT", f"/api/v1/deployments/{deployment}/monitoring/settings", json={"drift": drift}
         )
         return result
 

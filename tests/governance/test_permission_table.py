@@ -169,7 +169,7 @@ def _calls(ids: dict[str, Any], role: str) -> list[Call]:
                 f"/api/v1/deployments/churn-live/monitoring/{view}",
                 {},
             )
-            for view in ("health", "drift", "performance", "export")
+            for view in ("health", "drift", "performance", "export", "settings")
         ],
         c(
             "GET",
@@ -284,6 +284,12 @@ def _calls(ids: dict[str, Any], role: str) -> list[Call]:
             "/api/v1/deployments/{name}/alert-rules",
             "/api/v1/deployments/churn-live/alert-rules",
             {"json": {"kind": "latency", "threshold": 500}},
+        ),
+        c(
+            "PUT",
+            "/api/v1/deployments/{name}/monitoring/settings",
+            "/api/v1/deployments/churn-live/monitoring/settings",
+            {"json": {"drift": {"method": "fixed", "threshold": 0.2, "drift_share": 0.3}}},
         ),
         c(
             "DELETE",

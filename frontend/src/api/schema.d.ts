@@ -378,6 +378,7 @@ export interface paths {
         /**
          * Get Drift
          * @description Drift per feature and of the prediction against the version's reference data.
+         *     Query parameters override the deployment's stored settings, which override the defaults.
          */
         get: operations["get_drift_api_v1_deployments__name__monitoring_drift_get"];
         put?: never;
@@ -436,6 +437,24 @@ export interface paths {
         /** Realised performance from ground truth, estimated performance (CBPE) before it */
         get: operations["get_performance_api_v1_deployments__name__monitoring_performance_get"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/deployments/{name}/monitoring/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The deployment's drift settings (the defaults when none were stored) */
+        get: operations["get_monitoring_settings_api_v1_deployments__name__monitoring_settings_get"];
+        /** Replace the deployment's drift settings (checked against the champion; audited) */
+        put: operations["put_monitoring_settings_api_v1_deployments__name__monitoring_settings_put"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1284,9 +1303,21 @@ export interface components {
             features_drifted: number;
             /** Features Tested */
             features_tested: number;
+            /**
+             * Method
+             * @enum {string}
+             */
+            method: "auto" | "reference_chunks" | "fixed";
             /** Model Version */
             model_version: number;
+            /** Notes */
+            notes: string[];
             prediction: components["schemas"]["FeatureDriftRead"] | null;
+            /**
+             * Prediction Reference
+             * @description where the prediction's reference bins come from: the model's own predictions on its reference sample, or a reference dataset column
+             */
+            prediction_reference: ("prediction_profile" | "reference_dataset") | null;
             /** Reference Dataset Version Id */
             reference_dataset_version_id: number;
             /** Share Drifted */
@@ -1296,6 +1327,41 @@ export interface components {
              * Format: date-time
              */
             start: string;
+        };
+        /**
+         * DriftSettings
+         * @description How drift is judged for one deployment.
+         */
+        DriftSettings: {
+            /** Categorical Test */
+            categorical_test?: ("chisquare" | "z" | "jensenshannon" | "psi") | null;
+            /**
+             * Drift Share
+             * @default 0.5
+             */
+            drift_share: number;
+            /** Feature Thresholds */
+            feature_thresholds?: {
+                [key: string]: number;
+            };
+            /**
+             * Method
+             * @description auto: Evidently's tests and thresholds; fixed: `threshold` for every feature; reference_chunks: mean + 3 std of the reference's own chunks
+             * @default auto
+             * @enum {string}
+             */
+            method: "auto" | "reference_chunks" | "fixed";
+            /** Numeric Test */
+            numeric_test?: ("ks" | "wasserstein" | "jensenshannon" | "psi") | null;
+            /** Tests */
+            tests?: {
+                [key: string]: "ks" | "chisquare" | "z" | "wasserstein" | "jensenshannon" | "psi";
+            };
+            /**
+             * Threshold
+             * @description every feature's threshold: a p-value (ks, chisquare, z: drift when p < it) or a distance (wasserstein, jensenshannon, psi: drift when >= it)
+             */
+            threshold?: number | null;
         };
         /**
          * ErrorRead
@@ -1335,9 +1401,20 @@ export interface components {
             /** Statistic */
             statistic: number | null;
             /** Test */
-            test: ("ks" | "chisquare" | "z" | "wasserstein" | "jensenshannon") | null;
+            test: ("ks" | "chisquare" | "z" | "wasserstein" | "jensenshannon" | "psi") | null;
             /** Threshold */
             threshold: number;
+            /**
+             * Threshold On
+             * @description p_value: drift when p < threshold; distance: when distance >= threshold; statistic (KS from reference chunks): when the statistic > threshold
+             * @enum {string}
+             */
+            threshold_on: "p_value" | "distance" | "statistic";
+            /**
+             * Threshold Source
+             * @enum {string}
+             */
+            threshold_source: "query" | "feature" | "deployment" | "reference_chunks" | "default";
         };
         /**
          * FeedbackBody
@@ -1571,6 +1648,16 @@ export interface components {
             trusted: boolean;
             /** Version */
             version: number;
+        };
+        /** MonitoringSettings */
+        MonitoringSettings: {
+            drift?: components["schemas"]["DriftSettings"];
+        };
+        /** MonitoringSettingsRead */
+        MonitoringSettingsRead: {
+            /** Deployment */
+            deployment: string;
+            drift?: components["schemas"]["DriftSettings"];
         };
         /** PendingApproval */
         PendingApproval: {
@@ -3990,7 +4077,10 @@ export interface operations {
                 threshold?: number | null;
                 /** @description per feature, repeatable: name=value */
                 feature_threshold?: string[] | null;
-                drift_share?: number;
+                /** @description default: the stored setting, else 0.5 */
+                drift_share?: number | null;
+                /** @description default: the stored setting, else auto */
+                method?: ("auto" | "reference_chunks" | "fixed") | null;
             };
             header?: never;
             path: {
@@ -4289,6 +4379,180 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
+    get_monitoring_settings_api_v1_deployments__name__monitoring_settings_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MonitoringSettingsRead"];
+                };
+            };
+            /** @description no or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description authenticated but not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description not found (or not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description state conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorRead"];
+                };
+            };
+        };
+    };
+    put_monitoring_settings_api_v1_deployments__name__monitoring_settings_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MonitoringSettings"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MonitoringSettingsRead"];
                 };
             };
             /** @description no or invalid credential */
