@@ -65,7 +65,7 @@ def drift(
     for f in rows:
         statistic = f["statistic"] if f["statistic"] is not None else f["distance"]
         table.add_row(
-            f["name"],
+            escape(f["name"]),  # feature names are user data: '[x]' must not read as markup
             f["test"] or "(no data)",
             _num(statistic),
             _num(f["threshold"]) + (" (p)" if f.get("threshold_on") == "p_value" else ""),
@@ -248,14 +248,17 @@ def alerts(
             _num(a["value"]),
             a["started_at"][:19],
             (a["resolved_at"] or "")[:19],
-            a["message"],
+            escape(a["message"]),
         )
     console.print(table)
     ruled = Table("rule", "kind", "threshold", "window (s)", "cooldown (s)", "webhook", "enabled")
     for r in rules:
         ruled.add_row(
             str(r["id"]),
-            r["kind"] + (f" {r['feature'] or r['metric']}" if r["feature"] or r["metric"] else ""),
+            escape(
+                r["kind"]
+                + (f" {r['feature'] or r['metric']}" if r["feature"] or r["metric"] else "")
+            ),
             _num(r["threshold"]),
             str(r["window_seconds"]),
             str(r["cooldown_seconds"]),
