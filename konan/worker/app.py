@@ -15,6 +15,7 @@ from konan.backends.queue.context import TaskContext, set_task_context
 from konan.core.settings import Settings
 from konan.db import heartbeats
 from konan.db.engine import make_engine, make_session_factory, unit_of_work
+from konan.monitoring.metrics import serve_metrics
 
 log = logging.getLogger("konan.worker")
 
@@ -77,6 +78,26 @@ class _Heartbeat:
 
 
 def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
+    """`konan worker`. Raises ConfigError (before anything starts) when the metrics port that
+    KONAN_QUEUE__WORKER_METRICS_PORT names cannot be served."""
+    close_metrics = None
+    if settings.queue.worker_metrics_port is not None:
+        # Tasks run on the thread pool of this process (below), so values they set are on the
+        # default registry this server reads.
+        close_metrics = serve_metrics(
+            settings.queue.worker_metrics_host,
+            settings.queue.worker_metrics_port,
+            port_setting="KONAN_QUEUE__WORKER_METRICS_PORT",
+            host_setting="KONAN_QUEUE__WORKER_METRICS_HOST",
+        )
+    try:
+        _run(settings, beat=beat, concurrency=concurrency, loglevel=loglevel)
+    finally:
+        if close_metrics is not None:
+            close_metrics()
+
+
+def _run(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
     engine = make_engine(settings.database_url, settings)
     context = TaskContext(settings, make_session_factory(engine))
     set_task_context(context)
@@ -97,6 +118,8 @@ def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, logle
         f"--loglevel={loglevel}",
         # Threads: tasks orchestrate I/O (database, stores, runtimes); CPU-heavy work such as
         # model validation and training runs in child processes the task starts itself.
+        # The metrics server above relies on this pool: with prefork, task code would set
+        # metrics in children it cannot see.
         "--pool=threads",
         f"--concurrency={concurrency or settings.queue.worker_concurrency}",
         f"--queues={settings.queue.name}",
