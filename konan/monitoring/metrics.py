@@ -78,6 +78,15 @@ SHED = _get_or_create(
     "Prediction records a producer could not accept (queue full, spool full, unencodable, closed).",
     labelnames=("reason",),
 )
+# Set by the worker (konan/worker/app.py) when konan.monitoring.evaluate_alerts succeeds. That
+# task sets konan_alerts_firing in whichever worker runs it, so with several workers each one
+# holds the counts of its own last run: queries keep the worker whose run is newest.
+ALERTS_EVALUATED = _get_or_create(
+    Gauge,
+    "konan_alerts_evaluated_timestamp_seconds",
+    "Unix time this worker last finished konan.monitoring.evaluate_alerts (0: not since start); "
+    "its konan_alerts_firing is as of that run.",
+)
 SPOOL_BYTES = _get_or_create(
     Gauge,
     "konan_log_spool_bytes",

@@ -8,19 +8,21 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_success, worker_ready, worker_shutdown
 
 from konan.backends.queue.celery_app import make_celery
 from konan.backends.queue.context import TaskContext, set_task_context
 from konan.core.settings import Settings
 from konan.db import heartbeats
 from konan.db.engine import make_engine, make_session_factory, unit_of_work
+from konan.monitoring import metrics
 from konan.monitoring.metrics import serve_metrics
 
 log = logging.getLogger("konan.worker")
 
 HEARTBEAT_SECONDS = 5.0
 EVALUATE_ALERTS_EVERY_SECONDS = 60.0
+EVALUATE_ALERTS_TASK = "konan.monitoring.evaluate_alerts"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -38,7 +40,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(hour="3", minute="17"),
         },
         "evaluate-alerts": {
-            "task": "konan.monitoring.evaluate_alerts",
+            "task": EVALUATE_ALERTS_TASK,
             "schedule": EVALUATE_ALERTS_EVERY_SECONDS,
         },
     }
@@ -77,6 +79,11 @@ class _Heartbeat:
             log.warning("could not remove the worker heartbeat")
 
 
+def _on_task_success(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "name", None) == EVALUATE_ALERTS_TASK:
+        metrics.ALERTS_EVALUATED.set_to_current_time()
+
+
 def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
     """`konan worker`. Raises ConfigError (before anything starts) when the metrics port that
     KONAN_QUEUE__WORKER_METRICS_PORT names cannot be served."""
@@ -111,6 +118,7 @@ def _run(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: s
 
     worker_ready.connect(_on_ready, weak=False)
     worker_shutdown.connect(_on_shutdown, weak=False)
+    task_success.connect(_on_task_success, weak=False)
 
     app = create_worker_app(settings)
     argv = [

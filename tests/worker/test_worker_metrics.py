@@ -5,6 +5,7 @@ that serves the metrics). Both brokers: the embedded SQLite one and Redis with P
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def test_an_alert_the_evaluate_task_opens_is_on_the_workers_metrics(worker: Work
     assert text is not None
     assert "# TYPE konan_alerts_firing gauge" in text  # the family, with no value set yet
     assert _firing(worker.port) == {}
+    assert samples(text)[("konan_alerts_evaluated_timestamp_seconds", ())] == 0
 
     with unit_of_work(worker.session_factory) as session:
         seeded = seed_deployment(session)
@@ -134,6 +136,7 @@ def test_an_alert_the_evaluate_task_opens_is_on_the_workers_metrics(worker: Work
         )
 
     app = make_celery(worker.settings)
+    sent_at = time.time()
     try:
         app.send_task("konan.monitoring.evaluate_alerts")
     finally:
@@ -144,3 +147,12 @@ def test_an_alert_the_evaluate_task_opens_is_on_the_workers_metrics(worker: Work
     )
     assert firing == 1
     assert _firing(worker.port)["drift"] == 0  # the task sets every kind
+
+    # ... and the worker records when that run finished (queries keep the newest worker's).
+    def _evaluated() -> float:
+        text = scrape(worker.port)
+        assert text is not None
+        return samples(text)[("konan_alerts_evaluated_timestamp_seconds", ())]
+
+    evaluated = wait_for(_evaluated, 10, "konan_alerts_evaluated_timestamp_seconds")
+    assert sent_at <= evaluated <= time.time()
