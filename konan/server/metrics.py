@@ -2,9 +2,12 @@
 
 A dead worker or monitor exports nothing, so its own /metrics cannot say it is dead. The control
 plane reads the heartbeats table (konan/db/heartbeats.py) at each scrape instead and reports, per
-component, the age of the newest heartbeat of any instance (+Inf when no instance has one: none
-ever started, or every one stopped cleanly and removed its row) and how many instances reported
-within the /readyz window. The alert `KonanBackgroundProcessDown` reads the age.
+background process, the age of the newest heartbeat of any instance (+Inf when no instance has
+one: none ever started, or every one stopped cleanly and removed its row) and how many instances
+reported within the /readyz window. The alert `KonanBackgroundProcessDown` reads the age.
+
+The label is `process`, not `component`: the scrape configs set a `component` target label,
+which would rename a sample's own `component` to `exported_component`.
 """
 
 from __future__ import annotations
@@ -61,13 +64,13 @@ def heartbeat_families(session: Session, now: datetime | None = None) -> list[Ga
         "konan_heartbeat_age_seconds",
         "Seconds since the newest heartbeat of any instance of a background process (+Inf: none "
         "recorded), read from the database by the control plane at each scrape.",
-        labels=["component"],
+        labels=["process"],
     )
     instances = GaugeMetricFamily(
         "konan_heartbeat_instances",
         f"Instances of a background process that reported within "
         f"{int(HEARTBEAT_WINDOW.total_seconds())} s (the /readyz window).",
-        labels=["component"],
+        labels=["process"],
     )
     for component in sorted(set(COMPONENTS) | set(newest)):
         seen = newest.get(component)

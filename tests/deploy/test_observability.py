@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from konan.backends.queue.celery_app import TASK_MODULES
 from konan.backends.runtimes.kubernetes import ADMIN_PORT, DEPLOYMENT_LABEL, render
 from konan.core.settings import Settings
 from konan.db import heartbeats, migrate
@@ -162,8 +163,8 @@ def background_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _scrape_running(
     args: list[str], component: str, setting: str, data_dir: Path, log: Path
-) -> set[str]:
-    """Series names of a real `konan <args>` process, scraped on the port `setting` names."""
+) -> str:
+    """/metrics of a real `konan <args>` process, scraped on the port `setting` names."""
     port = free_port()
     env = clean_env(KONAN_DATA_DIR=str(data_dir), **{setting: str(port)})
     engine = make_engine(f"sqlite:///{data_dir / 'konan.db'}")
@@ -181,11 +182,11 @@ def _scrape_running(
             assert text is not None
     finally:
         engine.dispose()
-    return series_names(families_of(text))
+    return text
 
 
 @pytest.fixture(scope="module")
-def monitor_series(background_data_dir: Path) -> set[str]:
+def monitor_text(background_data_dir: Path) -> str:
     return _scrape_running(
         ["monitor"],
         "monitor",
@@ -196,7 +197,7 @@ def monitor_series(background_data_dir: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def worker_series(background_data_dir: Path) -> set[str]:
+def worker_text(background_data_dir: Path) -> str:
     return _scrape_running(
         ["worker", "--beat", "--loglevel", "WARNING"],
         "worker",
@@ -206,13 +207,28 @@ def worker_series(background_data_dir: Path) -> set[str]:
     )
 
 
+@pytest.fixture(scope="module")
+def monitor_series(monitor_text: str) -> set[str]:
+    return series_names(families_of(monitor_text))
+
+
+@pytest.fixture(scope="module")
+def worker_series(worker_text: str) -> set[str]:
+    return series_names(families_of(worker_text))
+
+
 @pytest.fixture
-def api_series(client: TestClient, admin_token: str) -> set[str]:
+def api_text(client: TestClient, admin_token: str) -> str:
     client.get("/healthz")
     client.get("/api/v1/models", headers={"Authorization": f"Bearer {admin_token}"})
     response = client.get("/metrics", headers={"Authorization": f"Bearer {admin_token}"})
     assert response.status_code == 200, response.text
-    return series_names(families_of(response.text))
+    return response.text
+
+
+@pytest.fixture
+def api_series(api_text: str) -> set[str]:
+    return series_names(families_of(api_text))
 
 
 # ---- what the dashboard and the rules ask for ----------------------------------------------------
@@ -545,3 +561,94 @@ def test_kubernetes_scrapes_the_monitor_and_the_worker_pods_on_their_metrics_por
             assert annotations["prometheus.io/scrape"] == "true", component
             assert annotations["prometheus.io/port"] == env[port_setting], component
             assert annotations["prometheus.io/path"] == "/metrics", component
+
+
+_LIST_LABELS = """
+import importlib, json, sys
+from prometheus_client import REGISTRY
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+names = set()
+for collector in set(REGISTRY._names_to_collectors.values()):
+    names.update(getattr(collector, "_labelnames", ()))
+print(json.dumps(sorted(names)))
+"""
+
+
+def declared_label_names(*modules: str) -> set[str]:
+    """Label names of every metric on the default registry of a fresh interpreter that imported
+    `modules`, set or not yet (a labelled metric without a child shows no sample)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_LABELS, *modules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    names: list[str] = json.loads(done.stdout)
+    return set(names)
+
+
+def sample_label_names(text: str) -> set[str]:
+    return {
+        label
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for label in sample.labels
+    }
+
+
+def target_labels(job: dict[str, Any]) -> set[str]:
+    """Labels Prometheus puts on every series of a job: `job`, `instance`, static labels and
+    relabelling targets (internal `__*` ones aside)."""
+    labels = {"job", "instance"}
+    for static in job.get("static_configs", []):
+        labels.update(static.get("labels", {}))
+    for rule in job.get("relabel_configs", []):
+        target = rule.get("target_label")
+        if target and not target.startswith("__"):
+            labels.add(target)
+    return labels
+
+
+def test_no_exported_label_is_renamed_by_the_scrape_configs_target_labels(
+    api_text: str, monitor_text: str, worker_text: str, tmp_path: Path
+) -> None:
+    """A sample label that a scrape job also sets as a target label arrives as
+    `exported_<name>` (honor_labels is off), and every query on it comes back wrong."""
+    spec = make_spec(1, deployment="churn-live")
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.model_dump_json())
+    replica = Replica(
+        spec_path, spec, Settings(data_dir=tmp_path / "data"), Options(spec=spec_path)
+    )
+    try:
+        replica_names: set[str] = set()
+        for collector in set(replica.metrics.registry._names_to_collectors.values()):
+            replica_names.update(getattr(collector, "_labelnames", ()))
+        replica_text = generate_latest(replica.metrics.registry).decode()
+    finally:
+        replica.close()
+    exported = {
+        "konan-api": sample_label_names(api_text) | declared_label_names("konan.server.app"),
+        "konan-monitor": sample_label_names(monitor_text)
+        | declared_label_names("konan.cli.services", "konan.monitoring.consumer"),
+        "konan-worker": sample_label_names(worker_text)
+        | declared_label_names("konan.worker.app", *TASK_MODULES),
+        "konan-model-servers": replica_names
+        | sample_label_names(replica_text)
+        | declared_label_names("konan.serving.__main__", "konan.serving.server"),
+    }
+    assert "process" in exported["konan-api"]  # the heartbeat gauges were read
+    assert "kind" in exported["konan-worker"]  # konan_alerts_firing, not set yet
+    clashes = []
+    for path in PROMETHEUS_CONFIGS:
+        for job in yaml.safe_load(path.read_text())["scrape_configs"]:
+            name = job["job_name"]
+            if name not in exported:
+                continue
+            both = exported[name] & target_labels(job)
+            if both:
+                clashes.append(f"{path.name} {name}: {sorted(both)}")
+    assert clashes == []

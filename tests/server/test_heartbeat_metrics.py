@@ -23,7 +23,7 @@ from konan.server.metrics import heartbeat_families
 
 def _samples(text: str) -> dict[tuple[str, str], float]:
     return {
-        (sample.name, sample.labels["component"]): sample.value
+        (sample.name, sample.labels["process"]): sample.value
         for family in text_string_to_metric_families(text)
         if family.name.startswith("konan_heartbeat")
         for sample in family.samples
@@ -52,9 +52,7 @@ def test_ages_come_from_the_newest_instance_and_a_role_without_rows_is_infinite(
     now = utcnow()
     with session_factory() as session:
         families = heartbeat_families(session, now)
-    values = {
-        (s.name, s.labels["component"]): s.value for family in families for s in family.samples
-    }
+    values = {(s.name, s.labels["process"]): s.value for family in families for s in family.samples}
     assert 39 < values[("konan_heartbeat_age_seconds", "worker")] < 45
     assert values[("konan_heartbeat_instances", "worker")] == 0  # 40 s is outside the 30 s window
     assert math.isinf(values[("konan_heartbeat_age_seconds", "monitor")])
@@ -65,9 +63,7 @@ def test_ages_come_from_the_newest_instance_and_a_role_without_rows_is_infinite(
         heartbeats.beat(session, "monitor", "host-c:4")
     with session_factory() as session:
         families = heartbeat_families(session)
-    values = {
-        (s.name, s.labels["component"]): s.value for family in families for s in family.samples
-    }
+    values = {(s.name, s.labels["process"]): s.value for family in families for s in family.samples}
     assert values[("konan_heartbeat_age_seconds", "worker")] < 5
     assert values[("konan_heartbeat_instances", "worker")] == 1
     assert values[("konan_heartbeat_age_seconds", "monitor")] < 5
