@@ -70,8 +70,9 @@ def worker(
 
 def monitor(data_dir: DataDir = None) -> None:
     """Run the monitoring consumer: prediction logs → database, rollups, alerts."""
-    from konan.monitoring.consumer import run_monitor
-    from konan.monitoring.metrics import serve_metrics
+    from konan.monitoring import ingest
+    from konan.monitoring.consumer import CORRUPT, run_monitor
+    from konan.monitoring.metrics import DEAD_LETTERED, serve_metrics
 
     settings = settings_from(data_dir)
     stop = threading.Event()
@@ -81,6 +82,16 @@ def monitor(data_dir: DataDir = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # Every reason starts at 0: a series born at 1 shows Prometheus no increase, and the first
+    # dead letter of each reason would not fire KonanLogRecordsDeadLettered.
+    for reason in (
+        CORRUPT,
+        ingest.INVALID,
+        ingest.UNKNOWN_DEPLOYMENT,
+        ingest.UNKNOWN_MODEL_VERSION,
+        ingest.DATABASE_REJECTED,
+    ):
+        DEAD_LETTERED.labels(reason=reason)
     close_metrics = None
     if settings.monitoring.metrics_port is not None:
         try:

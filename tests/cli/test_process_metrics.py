@@ -93,6 +93,21 @@ def test_a_running_monitor_serves_what_it_ingested(
     monitor: Monitor, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert _value(monitor.port, "konan_monitor_ingested_total") == 0
+    first = scrape(monitor.port)
+    assert first is not None
+    # Each dead-letter reason is there at 0 from the start, so its first increase is seen.
+    dead = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples(first).items()
+        if name == "konan_monitor_dead_lettered_total"
+    }
+    assert dead == {
+        "corrupt": 0,
+        "invalid_record": 0,
+        "unknown_deployment": 0,
+        "unknown_model_version": 0,
+        "database_rejected": 0,
+    }
     with unit_of_work(session_factory) as session:
         seeded = seed_deployment(session)
         refs = (seeded.deployment.id, seeded.version.id)
