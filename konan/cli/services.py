@@ -61,12 +61,18 @@ def worker(
     """Run a Celery worker: deployments, builds, retraining and periodic work."""
     from konan.worker.app import run_worker
 
-    run_worker(settings_from(data_dir), beat=beat, concurrency=concurrency, loglevel=loglevel)
+    settings = settings_from(data_dir)
+    try:
+        run_worker(settings, beat=beat, concurrency=concurrency, loglevel=loglevel)
+    except ConfigError as exc:
+        fail(exc.detail)
 
 
 def monitor(data_dir: DataDir = None) -> None:
     """Run the monitoring consumer: prediction logs → database, rollups, alerts."""
-    from konan.monitoring.consumer import run_monitor
+    from konan.monitoring import ingest
+    from konan.monitoring.consumer import CORRUPT, run_monitor
+    from konan.monitoring.metrics import DEAD_LETTERED, serve_metrics
 
     settings = settings_from(data_dir)
     stop = threading.Event()
@@ -76,7 +82,32 @@ def monitor(data_dir: DataDir = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    run_monitor(settings, stop)
+    # Every reason starts at 0: a series born at 1 shows Prometheus no increase, and the first
+    # dead letter of each reason would not fire KonanLogRecordsDeadLettered.
+    for reason in (
+        CORRUPT,
+        ingest.INVALID,
+        ingest.UNKNOWN_DEPLOYMENT,
+        ingest.UNKNOWN_MODEL_VERSION,
+        ingest.DATABASE_REJECTED,
+    ):
+        DEAD_LETTERED.labels(reason=reason)
+    close_metrics = None
+    if settings.monitoring.metrics_port is not None:
+        try:
+            close_metrics = serve_metrics(
+                settings.monitoring.metrics_host,
+                settings.monitoring.metrics_port,
+                port_setting="KONAN_MONITORING__METRICS_PORT",
+                host_setting="KONAN_MONITORING__METRICS_HOST",
+            )
+        except ConfigError as exc:
+            fail(exc.detail)
+    try:
+        run_monitor(settings, stop)
+    finally:
+        if close_metrics is not None:
+            close_metrics()
 
 
 def agent(data_dir: DataDir = None) -> None:

@@ -76,6 +76,15 @@ class QueueSettings(_Section):
     expire_approvals_every_seconds: float = Field(default=60.0, ge=1)
     # How often every deployment is reconciled (heals crashes, refreshes status).
     reconcile_every_seconds: float = Field(default=5.0, ge=1)
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port where `konan worker` serves Prometheus /metrics; unset: not served",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="address `konan worker` binds its /metrics port to"
+    )
 
 
 class RuntimeSettings(_Section):
@@ -135,6 +144,15 @@ class MonitoringSettings(_Section):
     spool_dir: Path | None = None
     raw_retention_days: int = Field(default=30, ge=1)
     ingest_batch_size: int = Field(default=1000, ge=1)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port where `konan monitor` serves Prometheus /metrics; unset: not served",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address `konan monitor` binds its /metrics port to"
+    )
 
 
 class Settings(BaseSettings):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -31,8 +31,9 @@ from konan.monitoring.performance_api import router as performance_router
 from konan.registry.api import router as registry_router
 from konan.server import health
 from konan.server.body_guard import BodyGuard
-from konan.server.docs import install_docs, metrics_access
+from konan.server.docs import install_docs
 from konan.server.errors import ERROR_RESPONSES, install_error_handlers
+from konan.server.metrics import install_metrics
 from konan.server.request_id import RequestId
 from konan.server.security_headers import SecurityHeaders
 from konan.server.state import AppState
@@ -109,9 +110,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         upload_limit=registry.max_artifact_bytes + registry.max_dataset_bytes + 1024**2,
     )
 
-    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
-        app, endpoint="/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)]
-    )
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app)
+    install_metrics(app)
     install_docs(app)
 
     _mount_dashboard(app)

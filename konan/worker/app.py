@@ -8,18 +8,21 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_success, worker_ready, worker_shutdown
 
 from konan.backends.queue.celery_app import make_celery
 from konan.backends.queue.context import TaskContext, set_task_context
 from konan.core.settings import Settings
 from konan.db import heartbeats
 from konan.db.engine import make_engine, make_session_factory, unit_of_work
+from konan.monitoring import metrics
+from konan.monitoring.metrics import serve_metrics
 
 log = logging.getLogger("konan.worker")
 
 HEARTBEAT_SECONDS = 5.0
 EVALUATE_ALERTS_EVERY_SECONDS = 60.0
+EVALUATE_ALERTS_TASK = "konan.monitoring.evaluate_alerts"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -37,7 +40,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(hour="3", minute="17"),
         },
         "evaluate-alerts": {
-            "task": "konan.monitoring.evaluate_alerts",
+            "task": EVALUATE_ALERTS_TASK,
             "schedule": EVALUATE_ALERTS_EVERY_SECONDS,
         },
     }
@@ -76,7 +79,32 @@ class _Heartbeat:
             log.warning("could not remove the worker heartbeat")
 
 
+def _on_task_success(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "name", None) == EVALUATE_ALERTS_TASK:
+        metrics.ALERTS_EVALUATED.set_to_current_time()
+
+
 def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
+    """`konan worker`. Raises ConfigError (before anything starts) when the metrics port that
+    KONAN_QUEUE__WORKER_METRICS_PORT names cannot be served."""
+    close_metrics = None
+    if settings.queue.worker_metrics_port is not None:
+        # Tasks run on the thread pool of this process (below), so values they set are on the
+        # default registry this server reads.
+        close_metrics = serve_metrics(
+            settings.queue.worker_metrics_host,
+            settings.queue.worker_metrics_port,
+            port_setting="KONAN_QUEUE__WORKER_METRICS_PORT",
+            host_setting="KONAN_QUEUE__WORKER_METRICS_HOST",
+        )
+    try:
+        _run(settings, beat=beat, concurrency=concurrency, loglevel=loglevel)
+    finally:
+        if close_metrics is not None:
+            close_metrics()
+
+
+def _run(settings: Settings, *, beat: bool, concurrency: int | None, loglevel: str) -> None:
     engine = make_engine(settings.database_url, settings)
     context = TaskContext(settings, make_session_factory(engine))
     set_task_context(context)
@@ -90,6 +118,7 @@ def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, logle
 
     worker_ready.connect(_on_ready, weak=False)
     worker_shutdown.connect(_on_shutdown, weak=False)
+    task_success.connect(_on_task_success, weak=False)
 
     app = create_worker_app(settings)
     argv = [
@@ -97,6 +126,8 @@ def run_worker(settings: Settings, *, beat: bool, concurrency: int | None, logle
         f"--loglevel={loglevel}",
         # Threads: tasks orchestrate I/O (database, stores, runtimes); CPU-heavy work such as
         # model validation and training runs in child processes the task starts itself.
+        # The metrics server above relies on this pool: with prefork, task code would set
+        # metrics in children it cannot see.
         "--pool=threads",
         f"--concurrency={concurrency or settings.queue.worker_concurrency}",
         f"--queues={settings.queue.name}",

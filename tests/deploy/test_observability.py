@@ -7,8 +7,8 @@ What each process exposes is read from prometheus_client itself, never from a li
 * konan-model-servers: a real `Replica`'s own registry (ServingMetrics and the gauges the
   replica adds) plus the process-wide registry of a fresh interpreter that imported the model
   server the way `python -m konan.serving` does;
-* konan-monitor: the process-wide registry after importing what `konan monitor` runs;
-* konan-worker: the same for `konan worker` and the task modules Celery loads;
+* konan-monitor: a real scrape of a running `konan monitor` (KONAN_MONITORING__METRICS_PORT);
+* konan-worker: a real scrape of a running `konan worker` (KONAN_QUEUE__WORKER_METRICS_PORT);
 * konan-api: a real scrape of the control plane's /metrics.
 
 A renamed metric therefore fails this test until the dashboard and the rules follow.
@@ -28,14 +28,26 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from konan.backends.queue.celery_app import TASK_MODULES
 from konan.backends.runtimes.kubernetes import ADMIN_PORT, DEPLOYMENT_LABEL, render
 from konan.core.settings import Settings
+from konan.db import heartbeats, migrate
+from konan.db.engine import make_engine
 from konan.monitoring.spool import SpoolLimits
+from konan.server.health import HEARTBEAT_WINDOW
 from konan.serving.server import Options, Replica
 from tests.backends.runtime_harness import make_desired, make_spec
+from tests.cli.metrics_support import (
+    clean_env,
+    free_port,
+    konan_process,
+    scrape,
+    wait_for,
+    wait_for_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/konan.json"
@@ -48,12 +60,10 @@ API_MANIFEST = ROOT / "deploy/kubernetes/api.yaml"
 
 # Series Prometheus makes itself: `up` per target, `ALERTS` per pending or firing rule.
 PROMETHEUS_SERIES = {"up", "ALERTS"}
-# Jobs the dashboard and the rules use that no scrape config can define yet, because the
-# process serves no /metrics endpoint (see deploy/README.md, "Observability").
-NOT_SCRAPABLE_YET = {
-    "konan-monitor": "`konan monitor` serves no /metrics",
-    "konan-worker": "`konan worker` serves no /metrics",
-}
+COMPOSE = ROOT / "docker-compose.yml"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the containers' metrics ports bind to
+MONITOR_MANIFEST = ROOT / "deploy/kubernetes/monitor.yaml"
+WORKER_MANIFEST = ROOT / "deploy/kubernetes/worker.yaml"
 
 _IDENT = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _KEYWORDS = {
@@ -139,22 +149,86 @@ def model_server_series(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def monitor_series() -> set[str]:
-    return series_names(process_registry("konan.cli.services", "konan.monitoring.consumer"))
+def background_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded data dir with a migrated database, shared by the monitor and the worker."""
+    data = tmp_path_factory.mktemp("background") / "data"
+    data.mkdir()
+    engine = make_engine(f"sqlite:///{data / 'konan.db'}")
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return data
+
+
+def _scrape_running(
+    args: list[str], component: str, setting: str, data_dir: Path, log: Path
+) -> str:
+    """/metrics of a real `konan <args>` process, scraped on the port `setting` names."""
+    port = free_port()
+    env = clean_env(KONAN_DATA_DIR=str(data_dir), **{setting: str(port)})
+    engine = make_engine(f"sqlite:///{data_dir / 'konan.db'}")
+    try:
+        with konan_process(args, env, log) as process:
+            wait_for_metrics(process, port, log)
+
+            # Scrape once the process is up (Celery imports the task modules while it starts).
+            def _reported() -> bool:
+                with Session(engine) as session:
+                    return heartbeats.alive(session, component, HEARTBEAT_WINDOW)
+
+            wait_for(_reported, 60, f"the {component}'s first heartbeat")
+            text = scrape(port)
+            assert text is not None
+    finally:
+        engine.dispose()
+    return text
 
 
 @pytest.fixture(scope="module")
-def worker_series() -> set[str]:
-    return series_names(process_registry("konan.worker.app", *TASK_MODULES))
+def monitor_text(background_data_dir: Path) -> str:
+    return _scrape_running(
+        ["monitor"],
+        "monitor",
+        "KONAN_MONITORING__METRICS_PORT",
+        background_data_dir,
+        background_data_dir.parent / "monitor.log",
+    )
+
+
+@pytest.fixture(scope="module")
+def worker_text(background_data_dir: Path) -> str:
+    return _scrape_running(
+        ["worker", "--beat", "--loglevel", "WARNING"],
+        "worker",
+        "KONAN_QUEUE__WORKER_METRICS_PORT",
+        background_data_dir,
+        background_data_dir.parent / "worker.log",
+    )
+
+
+@pytest.fixture(scope="module")
+def monitor_series(monitor_text: str) -> set[str]:
+    return series_names(families_of(monitor_text))
+
+
+@pytest.fixture(scope="module")
+def worker_series(worker_text: str) -> set[str]:
+    return series_names(families_of(worker_text))
 
 
 @pytest.fixture
-def api_series(client: TestClient, admin_token: str) -> set[str]:
+def api_text(client: TestClient, admin_token: str) -> str:
     client.get("/healthz")
     client.get("/api/v1/models", headers={"Authorization": f"Bearer {admin_token}"})
     response = client.get("/metrics", headers={"Authorization": f"Bearer {admin_token}"})
     assert response.status_code == 200, response.text
-    return series_names(families_of(response.text))
+    return response.text
+
+
+@pytest.fixture
+def api_series(api_text: str) -> set[str]:
+    return series_names(families_of(api_text))
 
 
 # ---- what the dashboard and the rules ask for ----------------------------------------------------
@@ -267,6 +341,7 @@ def test_every_queried_metric_is_exported_by_the_process_its_job_scrapes(
     assert "konan_log_shed_total" in model_server_series  # the producer in that process
     assert "konan_monitor_backlog_records" in monitor_series
     assert "konan_alerts_firing" in worker_series
+    assert "konan_heartbeat_age_seconds" in api_series
     assert "http_requests_total" in api_series
 
     uses = all_uses()
@@ -293,9 +368,7 @@ def test_jobs_are_the_scrape_configs_jobs() -> None:
         for job in yaml.safe_load(path.read_text())["scrape_configs"]
     }
     used = {job for _, _, job in all_uses() if job is not None}
-    assert used <= configured | set(NOT_SCRAPABLE_YET)
-    # When a process gets an endpoint and a scrape job, drop it from NOT_SCRAPABLE_YET.
-    assert not configured & set(NOT_SCRAPABLE_YET)
+    assert used <= configured
     for path in PROMETHEUS_CONFIGS:
         assert yaml.safe_load(path.read_text())["rule_files"] == ["alerts.yml"]
 
@@ -422,3 +495,160 @@ def test_kubernetes_scrape_config_matches_what_the_runtime_renders() -> None:
     port_name = api["__meta_kubernetes_pod_container_port_name"]
     assert str(ports[port_name]) == api_pod["metadata"]["annotations"]["prometheus.io/port"]
     assert "authorization" in jobs["konan-api"]  # the API's /metrics wants the token
+
+
+# The background processes' endpoints: each scrape job points where the process listens.
+BACKGROUND = {
+    # job: (compose service, k8s component labels, port setting, host setting)
+    "konan-monitor": (
+        "monitor",
+        ["monitor"],
+        "KONAN_MONITORING__METRICS_PORT",
+        "KONAN_MONITORING__METRICS_HOST",
+    ),
+    "konan-worker": (
+        "worker",
+        ["worker", "scheduler"],
+        "KONAN_QUEUE__WORKER_METRICS_PORT",
+        "KONAN_QUEUE__WORKER_METRICS_HOST",
+    ),
+}
+
+
+def test_compose_scrapes_the_monitor_and_the_worker_where_they_listen() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    config = yaml.safe_load(PROMETHEUS_CONFIGS[0].read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job_name, (service, _, port_setting, host_setting) in BACKGROUND.items():
+        env = services[service]["environment"]
+        assert env[host_setting] == ALL_INTERFACES, service  # the prometheus container is elsewhere
+        assert env["KONAN_MODE"] == "scale-out", service  # the shared settings are still there
+        (static,) = jobs[job_name]["static_configs"]
+        assert static["targets"] == [f"{service}:{env[port_setting]}"], job_name
+        assert str(env[port_setting]) in [str(p) for p in services[service]["expose"]]
+        assert "authorization" not in jobs[job_name]  # prometheus_client's server has none
+        # Not published on the host: only the compose network reaches it.
+        assert "ports" not in services[service], service
+
+
+def test_kubernetes_scrapes_the_monitor_and_the_worker_pods_on_their_metrics_port() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIGS[1].read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    deployments = {
+        m["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: m
+        for path in (MONITOR_MANIFEST, WORKER_MANIFEST)
+        for m in yaml.safe_load_all(path.read_text())
+        if m["kind"] == "Deployment"
+    }
+    for job_name, (_, components, port_setting, host_setting) in BACKGROUND.items():
+        keeps = {
+            r["source_labels"][0]: r["regex"]
+            for r in jobs[job_name]["relabel_configs"]
+            if r.get("action") == "keep"
+        }
+        component_regex = keeps["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+        port_name = keeps["__meta_kubernetes_pod_container_port_name"]
+        kept = {c for c in deployments if re.fullmatch(component_regex, c)}
+        assert kept == set(components), job_name
+        for component in components:
+            pod = deployments[component]["spec"]["template"]
+            (container,) = pod["spec"]["containers"]
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert env[host_setting] == ALL_INTERFACES, component
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert ports[port_name] == int(env[port_setting]), component
+            annotations = pod["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true", component
+            assert annotations["prometheus.io/port"] == env[port_setting], component
+            assert annotations["prometheus.io/path"] == "/metrics", component
+
+
+_LIST_LABELS = """
+import importlib, json, sys
+from prometheus_client import REGISTRY
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+names = set()
+for collector in set(REGISTRY._names_to_collectors.values()):
+    names.update(getattr(collector, "_labelnames", ()))
+print(json.dumps(sorted(names)))
+"""
+
+
+def declared_label_names(*modules: str) -> set[str]:
+    """Label names of every metric on the default registry of a fresh interpreter that imported
+    `modules`, set or not yet (a labelled metric without a child shows no sample)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_LABELS, *modules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    names: list[str] = json.loads(done.stdout)
+    return set(names)
+
+
+def sample_label_names(text: str) -> set[str]:
+    return {
+        label
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for label in sample.labels
+    }
+
+
+def target_labels(job: dict[str, Any]) -> set[str]:
+    """Labels Prometheus puts on every series of a job: `job`, `instance`, static labels and
+    relabelling targets (internal `__*` ones aside)."""
+    labels = {"job", "instance"}
+    for static in job.get("static_configs", []):
+        labels.update(static.get("labels", {}))
+    for rule in job.get("relabel_configs", []):
+        target = rule.get("target_label")
+        if target and not target.startswith("__"):
+            labels.add(target)
+    return labels
+
+
+def test_no_exported_label_is_renamed_by_the_scrape_configs_target_labels(
+    api_text: str, monitor_text: str, worker_text: str, tmp_path: Path
+) -> None:
+    """A sample label that a scrape job also sets as a target label arrives as
+    `exported_<name>` (honor_labels is off), and every query on it comes back wrong."""
+    spec = make_spec(1, deployment="churn-live")
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.model_dump_json())
+    replica = Replica(
+        spec_path, spec, Settings(data_dir=tmp_path / "data"), Options(spec=spec_path)
+    )
+    try:
+        replica_names: set[str] = set()
+        for collector in set(replica.metrics.registry._names_to_collectors.values()):
+            replica_names.update(getattr(collector, "_labelnames", ()))
+        replica_text = generate_latest(replica.metrics.registry).decode()
+    finally:
+        replica.close()
+    exported = {
+        "konan-api": sample_label_names(api_text) | declared_label_names("konan.server.app"),
+        "konan-monitor": sample_label_names(monitor_text)
+        | declared_label_names("konan.cli.services", "konan.monitoring.consumer"),
+        "konan-worker": sample_label_names(worker_text)
+        | declared_label_names("konan.worker.app", *TASK_MODULES),
+        "konan-model-servers": replica_names
+        | sample_label_names(replica_text)
+        | declared_label_names("konan.serving.__main__", "konan.serving.server"),
+    }
+    assert "process" in exported["konan-api"]  # the heartbeat gauges were read
+    assert "kind" in exported["konan-worker"]  # konan_alerts_firing, not set yet
+    clashes = []
+    for path in PROMETHEUS_CONFIGS:
+        for job in yaml.safe_load(path.read_text())["scrape_configs"]:
+            name = job["job_name"]
+            if name not in exported:
+                continue
+            both = exported[name] & target_labels(job)
+            if both:
+                clashes.append(f"{path.name} {name}: {sorted(both)}")
+    assert clashes == []
