@@ -225,23 +225,30 @@ def start_konan(
     secret: str,
     cpus: str | None,
     trusted_types: list[str],
+    *,
+    deployment_id: int = 1,
+    model_version_id: int = 1,
+    env_extra: dict[str, str] | None = None,
+    tag: str = "",
 ) -> Server:
+    """A Konan model server; ``env_extra`` overrides its settings (e.g. a shared spool folder or
+    scale-out mode with Redis, as the logging benchmark uses)."""
     from konan.backends.artifacts import LocalArtifactStore
     from konan.serving.spec import KeySource, ServedVersion, ServingSpec, Traffic
 
     system = "konan-onnx" if flavor == "onnx" else "konan-sklearn"
-    home = root / f"{system}-{model}"
+    home = root / f"{system}-{model}{tag}"
     home.mkdir(parents=True)
     store = LocalArtifactStore(root / "artifacts")
     sha = store.put(io.BytesIO(artifact)).sha256
     spec = ServingSpec(
         deployment=f"bench-{model}",
-        deployment_id=1,
+        deployment_id=deployment_id,
         revision=1,
         versions=[
             ServedVersion(
                 version=1,
-                model_version_id=1,
+                model_version_id=model_version_id,
                 sha256=sha,
                 flavor=flavor,
                 signature=SIGNATURE,
@@ -260,6 +267,7 @@ def start_konan(
             "KONAN_ARTIFACTS__URI": str(store.root),
             "KONAN_MONITORING__SPOOL_DIR": str(home / "spool"),
             "KONAN_SERVING_TOKEN": SERVING_TOKEN,
+            **(env_extra or {}),
         }
     )
     out_path, err_path = home / "server.out", home / "server.err"

@@ -110,9 +110,12 @@ def run_wrk(
     threads: int = 1,
     cpus: str | None = None,
     timeout_s: int = 5,
+    script: Path = LUA_POST,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One wrk run in its own process; the Lua script prints a JSON summary."""
     env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_AUTH": auth or ""}
+    env.update(extra_env or {})
     cmd = pinned(
         [
             "wrk",
@@ -125,7 +128,7 @@ def run_wrk(
             "--timeout",
             f"{timeout_s}s",
             "-s",
-            str(LUA_POST),
+            str(script),
             url,
         ],
         cpus,
