@@ -1,6 +1,7 @@
 """Every benchmark of issue 7 in one command: serving (Konan, bare FastAPI, MLflow, BentoML),
-prediction logging into PostgreSQL, drift (Konan's rollups, Evidently, scipy; and
-drift_bench.py's rollup and ingest rates), and the deployment lifecycle.
+prediction logging into PostgreSQL (and the ingest probe: where the monitor's time goes), drift
+(Konan's rollups, Evidently, scipy; and drift_bench.py's rollup and ingest rates), and the
+deployment lifecycle.
 
     .venv/bin/python bench/run_all.py            # the full default runs, ~40 minutes
     .venv/bin/python bench/run_all.py --quick    # a smoke run of everything, ~6 minutes
@@ -34,10 +35,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], str]] = {
     ),
     "logging": (
         "logging_bench.py",
-        [],
+        ["--profile"],
         ["--duration", "3", "--servers", "1"],
         "logging-",
     ),
+    "ingest_probe": ("ingest_probe.py", [], ["--records", "2000"], "ingest_probe-"),
     "drift": (
         "drift_bench.py",
         [],
@@ -67,10 +69,9 @@ def table_part(output: str) -> str:
     if not starts:
         return "\n".join(lines[-20:])
     first = starts[0]
-    while first > 0 and lines[first - 1].strip() and not lines[first - 1].startswith("["):
-        first -= 1
-        if starts[0] - first >= 2:
-            break
+    if lines[first].lstrip().startswith("┏"):  # a Rich table: its title is above (1-2 lines)
+        while first > 0 and starts[0] - first < 2 and lines[first - 1].startswith(" "):
+            first -= 1
     return "\n".join(lines[first:])
 
 
