@@ -251,7 +251,9 @@ def worker_konan_query(rows: int, db: str, deployment_id: int, version_id: int) 
     hour_records = max(1, rows // ROWS_PER_RECORD // 168)
     windows = []
     for hour in range(2):
-        records = drift_bench._records(rng, hour_records, deployment_id, version_id, 1 / 24, 0, 1)
+        records = drift_bench._records(
+            rng, hour_records, deployment_id, version_id, 1 / 24, 0, hour_records
+        )
         for i, r in enumerate(records):
             r["request_id"] = f"next{hour}-{i}"
             r["at"] += 7 * 86400 + hour * 3600
