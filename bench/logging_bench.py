@@ -48,6 +48,7 @@ import orjson
 import sqlalchemy as sa
 from lib.common import (
     BENCH,
+    exit_on_sigterm,
     machine,
     median,
     run_wrk,
@@ -652,6 +653,7 @@ def main() -> int:
     parser.add_argument("--pg", default=PG_ADMIN, help="PostgreSQL admin URL")
     parser.add_argument("--profile", action="store_true", help="also profile a drain (cProfile)")
     args = parser.parse_args()
+    exit_on_sigterm()
     if shutil.which("wrk") is None:
         print("wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2

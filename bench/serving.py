@@ -54,6 +54,7 @@ from lib.common import (
     BENCH,
     ROOT,
     descendants,
+    exit_on_sigterm,
     free_port,
     http_status,
     machine,
@@ -513,6 +514,7 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
+    exit_on_sigterm()
     if shutil.which("wrk") is None:
         print("wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2

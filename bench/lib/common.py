@@ -236,3 +236,13 @@ def tree_kb(pid: int, field: str) -> int | None:
     values = [proc_status_kb(p, field) for p in descendants(pid)]
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (e.g. from `timeout`) into SystemExit, so `finally` blocks stop the servers
+    a benchmark started instead of leaving them running."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
