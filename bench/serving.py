@@ -1,4 +1,4 @@
-"""Serving benchmark: Konan's model server against a bare FastAPI + uvicorn endpoint.
+"""Serving benchmark: Konan's model server against MLflow, BentoML and a bare FastAPI endpoint.
 
 The same two scikit-learn models (make_classification 50k x 20, seed 42; LogisticRegression
 and RandomForest(100 trees, depth 10)) are served by
@@ -6,13 +6,22 @@ and RandomForest(100 trees, depth 10)) are served by
 - konan-onnx:    `python -m konan.serving`, the model registered as ONNX (skl2onnx, zipmap off),
 - konan-sklearn: the same server with the model as a skops artifact (scikit-learn predicts),
 - bare:          bench/peers/bare_fastapi.py, FastAPI + uvicorn calling model.predict,
+- mlflow-split:  `mlflow models serve --env-manager local` (one worker), `dataframe_split` body,
+- mlflow-inputs: the same MLflow server, `{"inputs": [{feature: value, ...}, ...]}` body (the
+                 same body as Konan's; a plain 2-D list is refused by MLflow's check against the
+                 model's named-column signature),
+- bentoml:       bench/peers/bentoml_service.py under `bentoml serve` (one worker),
 
-each one worker process. Konan runs with everything on: API-key check (keys fetched from a
-small key endpoint in this process), input validation against the signature, traffic policy,
-metrics and prediction logging to the local spool. wrk (bench/lua/post.lua) runs in its own
-process; by default the servers are pinned to CPU 0 and wrk to CPU 1 (taskset). Rounds
-alternate the systems (A, B, C, A, B, C, ...); ratios to the bare endpoint are taken per round
-and their median reported.
+each one worker process. MLflow and BentoML run from their own venvs (bench/.venvs/, created on
+first use from bench/peers/requirements-*.txt); a peer that cannot be installed or started gets
+a row saying why instead of figures.
+
+Konan runs with everything on: API-key check (keys fetched from a small key endpoint in this
+process), input validation against the signature, traffic policy, metrics and prediction
+logging to the local spool. wrk (bench/lua/post.lua) runs in its own process; by default the
+servers are pinned to CPU 0 and wrk to CPU 1 (taskset). Rounds alternate the systems
+(A, B, C, A, B, C, ...); ratios to the bare endpoint are taken per round and their median
+reported.
 
     .venv/bin/python bench/serving.py                       # the default run, ~8 minutes
     .venv/bin/python bench/serving.py --models lr --rows 1 --connections 16 --duration 3 --rounds 1
@@ -21,11 +30,14 @@ and their median reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import io
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,21 +53,28 @@ import orjson
 from lib.common import (
     BENCH,
     ROOT,
+    descendants,
+    exit_on_sigterm,
     free_port,
     http_status,
     machine,
     median,
     pinned,
     post_json,
-    proc_status_kb,
     run_wrk,
     stop_process,
+    tree_kb,
     wait_for,
     write_results,
 )
+from lib.venvs import PeerUnavailable, ensure_venv
 
 SERVING_TOKEN = "bench-serving-token"  # noqa: S105 - a throwaway token for a loopback server
-SYSTEMS = ("konan-onnx", "konan-sklearn", "bare")
+SYSTEMS = ("konan-onnx", "konan-sklearn", "bare", "mlflow-split", "mlflow-inputs", "bentoml")
+PEERS = {"mlflow-split": "mlflow", "mlflow-inputs": "mlflow", "bentoml": "bentoml"}
+# The body each system takes: a list of {feature: value} objects under "inputs" (Konan, bare,
+# BentoML, mlflow-inputs), or a pandas split frame (mlflow-split).
+BODY_KIND = {"mlflow-split": "split"}
 N_FEATURES = 20
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 SIGNATURE: dict[str, Any] = {
@@ -182,14 +201,20 @@ class Server:
     url: str  # the predict URL
     auth: str | None
     log_dir: Path
+    body_kind: str = "records"
 
+    # Summed over the server's process tree: MLflow's CLI runs uvicorn as a child process, and
+    # BentoML a supervisor and its worker; both count, as they would on a host.
     def rss_mb(self) -> float | None:
-        kb = proc_status_kb(self.pid, "VmRSS")
+        kb = tree_kb(self.pid, "VmRSS")
         return kb / 1024 if kb else None
 
     def hwm_mb(self) -> float | None:
-        kb = proc_status_kb(self.pid, "VmHWM")
+        kb = tree_kb(self.pid, "VmHWM")
         return kb / 1024 if kb else None
+
+    def processes(self) -> int:
+        return len(descendants(self.pid))
 
 
 def start_konan(
@@ -201,23 +226,30 @@ def start_konan(
     secret: str,
     cpus: str | None,
     trusted_types: list[str],
+    *,
+    deployment_id: int = 1,
+    model_version_id: int = 1,
+    env_extra: dict[str, str] | None = None,
+    tag: str = "",
 ) -> Server:
+    """A Konan model server; ``env_extra`` overrides its settings (e.g. a shared spool folder or
+    scale-out mode with Redis, as the logging benchmark uses)."""
     from konan.backends.artifacts import LocalArtifactStore
     from konan.serving.spec import KeySource, ServedVersion, ServingSpec, Traffic
 
     system = "konan-onnx" if flavor == "onnx" else "konan-sklearn"
-    home = root / f"{system}-{model}"
+    home = root / f"{system}-{model}{tag}"
     home.mkdir(parents=True)
     store = LocalArtifactStore(root / "artifacts")
     sha = store.put(io.BytesIO(artifact)).sha256
     spec = ServingSpec(
         deployment=f"bench-{model}",
-        deployment_id=1,
+        deployment_id=deployment_id,
         revision=1,
         versions=[
             ServedVersion(
                 version=1,
-                model_version_id=1,
+                model_version_id=model_version_id,
                 sha256=sha,
                 flavor=flavor,
                 signature=SIGNATURE,
@@ -236,6 +268,7 @@ def start_konan(
             "KONAN_ARTIFACTS__URI": str(store.root),
             "KONAN_MONITORING__SPOOL_DIR": str(home / "spool"),
             "KONAN_SERVING_TOKEN": SERVING_TOKEN,
+            **(env_extra or {}),
         }
     )
     out_path, err_path = home / "server.out", home / "server.err"
@@ -303,25 +336,166 @@ def start_bare(root: Path, model: str, skops_path: Path, cpus: str | None) -> Se
     return Server("bare", model, proc, proc.pid, f"http://127.0.0.1:{port}/predict", None, home)
 
 
+def _start_peer(
+    system: str,
+    model: str,
+    home: Path,
+    cmd: list[str],
+    env: dict[str, str],
+    health_url: str,
+    predict_url: str,
+    cpus: str | None,
+    timeout: float = 120,
+) -> Server:
+    out_path, err_path = home / "server.out", home / "server.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        # its own session, so stopping it reaches the workers it spawns too
+        proc = subprocess.Popen(
+            pinned(cmd, cpus), env=env, stdout=out, stderr=err, cwd=ROOT, start_new_session=True
+        )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            tail = err_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise PeerUnavailable(f"{system} exited at start: " + " | ".join(tail))
+        return http_status(health_url) == 200
+
+    try:
+        wait_for(up, timeout=timeout)
+    except TimeoutError:
+        stop_tree(proc)
+        raise PeerUnavailable(
+            f"{system} did not answer {health_url} within {timeout:g} s"
+        ) from None
+    return Server(system, model, proc, proc.pid, predict_url, None, home)
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a peer's process group (its workers too), then wait for the leader."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    stop_process(proc)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a worker that outlived its parent
+
+
+def peer_env(python: Path) -> dict[str, str]:
+    """The bench's environment without Konan's settings or venv, the peer venv first on PATH
+    (MLflow's CLI starts `uvicorn` by name)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KONAN_", "VIRTUAL_ENV")) and k != "PYTHONPATH"
+    }
+    env.update(
+        {
+            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "VIRTUAL_ENV": str(python.parent.parent),
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+    )
+    return env
+
+
+def start_mlflow(root: Path, model: str, skops_path: Path, cpus: str | None) -> Server:
+    python = ensure_venv("mlflow")
+    home = root / f"mlflow-{model}"
+    home.mkdir(parents=True)
+    env = peer_env(python)
+    model_dir = home / "model"
+    saved = subprocess.run(
+        [
+            str(python),
+            str(BENCH / "peers" / "mlflow_save.py"),
+            "--model",
+            str(skops_path),
+            "--out",
+            str(model_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=home,
+    )
+    if saved.returncode != 0:
+        tail = saved.stderr.strip().splitlines()[-3:]
+        raise PeerUnavailable("mlflow.sklearn.save_model failed: " + " | ".join(tail))
+    port = free_port()
+    cmd = [
+        str(python.parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        str(model_dir),
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    return _start_peer("mlflow", model, home, cmd, env, f"{base}/ping", f"{base}/invocations", cpus)
+
+
+def start_bentoml(root: Path, model: str, skops_path: Path, cpus: str | None) -> Server:
+    python = ensure_venv("bentoml")
+    home = root / f"bentoml-{model}"
+    home.mkdir(parents=True)
+    env = peer_env(python)
+    env.update({"BENCH_MODEL": str(skops_path), "BENTOML_HOME": str(home / "bentoml-home")})
+    port = free_port()
+    cmd = [
+        str(python.parent / "bentoml"),
+        "serve",
+        "bentoml_service:Classifier",
+        "--working-dir",
+        str(BENCH / "peers"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    return _start_peer("bentoml", model, home, cmd, env, f"{base}/readyz", f"{base}/predict", cpus)
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 
-def body_for(X: np.ndarray, rows: int) -> dict[str, Any]:
-    return {
-        "inputs": [{f: float(v) for f, v in zip(FEATURES, row, strict=True)} for row in X[:rows]]
-    }
+def body_for(X: np.ndarray, rows: int, kind: str = "records") -> dict[str, Any]:
+    values = [[float(v) for v in row] for row in X[:rows]]
+    if kind == "split":
+        return {"dataframe_split": {"columns": FEATURES, "data": values}}
+    return {"inputs": [dict(zip(FEATURES, row, strict=True)) for row in values]}
 
 
-def check_answers(servers: list[Server], body: dict[str, Any], expected: list[int]) -> None:
-    """Every server answers 200 with the same labels as scikit-learn before it is measured."""
+def check_answers(servers: list[Server], X: np.ndarray, expected: list[int]) -> dict[str, str]:
+    """Every server answers a 100-row request with 200 and the same labels as scikit-learn
+    before it is measured. Konan and the bare endpoint must; a peer that does not is not
+    measured, and the returned reason (by system) goes in the table."""
+    failed: dict[str, str] = {}
     for s in servers:
         headers = {"authorization": s.auth} if s.auth else {}
-        status, doc = post_json(s.url, body, headers)
+        status, doc = post_json(s.url, body_for(X, len(expected), s.body_kind), headers)
+        problem = None
         if status != 200:
-            raise RuntimeError(f"{s.system}/{s.model} answered {status}: {doc!r}")
-        got = [int(p) for p in doc["predictions"]]
-        agree = sum(a == b for a, b in zip(got, expected, strict=True)) / len(expected)
-        print(f"  {s.system:14s} {s.model}: 200, labels agree with scikit-learn on {agree:.0%}")
+            problem = f"answered {status} to the 100-row check: {str(doc)[:200]}"
+        else:
+            got = [int(p) for p in doc["predictions"]]
+            agree = sum(a == b for a, b in zip(got, expected, strict=True)) / len(expected)
+            print(f"  {s.system:14s} {s.model}: 200, labels agree with scikit-learn on {agree:.0%}")
+            if agree < 1:
+                problem = f"labels agree with scikit-learn on only {agree:.0%} of 100 rows"
+        if problem is not None:
+            if s.system not in PEERS:
+                raise RuntimeError(f"{s.system}/{s.model}: {problem}")
+            failed[s.system] = problem
+    return failed
 
 
 def main() -> int:
@@ -340,6 +514,7 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
+    exit_on_sigterm()
     if shutil.which("wrk") is None:
         print("wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
@@ -359,6 +534,8 @@ def main() -> int:
     key_server = start_key_server(secret)
     keys_url = f"http://127.0.0.1:{key_server.server_address[1]}/keys"
     servers: dict[tuple[str, str], Server] = {}
+    unavailable: dict[tuple[str, str], str] = {}  # (system, model) -> why it was not measured
+    peer_procs: list[subprocess.Popen[bytes]] = []
     runs: list[dict[str, Any]] = []
     answered_2xx: dict[tuple[str, str], int] = {}
     drain = SpoolDrain()
@@ -383,22 +560,41 @@ def main() -> int:
                 )
             if "bare" in systems:
                 servers["bare", name] = start_bare(root, name, skops_path, server_cpus)
+            for peer, start in (("mlflow", start_mlflow), ("bentoml", start_bentoml)):
+                wanted = [sys_ for sys_ in systems if PEERS.get(sys_) == peer]
+                if not wanted:
+                    continue
+                try:
+                    started = start(root, name, skops_path, server_cpus)
+                except PeerUnavailable as exc:
+                    print(f"  {peer} {name}: not measured: {exc}")
+                    for sys_ in wanted:
+                        unavailable[sys_, name] = str(exc)
+                    continue
+                peer_procs.append(started.proc)
+                for sys_ in wanted:
+                    servers[sys_, name] = dataclasses.replace(
+                        started, system=sys_, body_kind=BODY_KIND.get(sys_, "records")
+                    )
             for (system, m), s in servers.items():
                 answered_2xx.setdefault((system, m), 1)  # the check request below
-                if system != "bare":
+                if system.startswith("konan"):
                     drain.watch(f"{system}/{m}", s.log_dir / "spool")
-            check = body_for(X, 100)
             expected = [int(p) for p in model.predict(X[:100])]
-            check_answers([s for (_, m), s in servers.items() if m == name], check, expected)
+            failed = check_answers([s for (_, m), s in servers.items() if m == name], X, expected)
+            for sys_, reason in failed.items():
+                unavailable[sys_, name] = reason
+                del servers[sys_, name]
 
-        bodies: dict[int, Path] = {}
-        for rows in rows_list:
-            bodies[rows] = root / f"body-{rows}.json"
-            bodies[rows].write_bytes(orjson.dumps(body_for(X, rows)))
+        bodies: dict[tuple[str, int], Path] = {}
+        for kind in {s.body_kind for s in servers.values()}:
+            for rows in rows_list:
+                bodies[kind, rows] = root / f"body-{kind}-{rows}.json"
+                bodies[kind, rows].write_bytes(orjson.dumps(body_for(X, rows, kind)))
         for (system, name), s in servers.items():  # warm up: caches, allocator, connections
             warm = run_wrk(
                 s.url,
-                bodies[rows_list[0]],
+                bodies[s.body_kind, rows_list[0]],
                 auth=s.auth,
                 connections=conns_list[0],
                 duration=args.warmup,
@@ -412,17 +608,19 @@ def main() -> int:
         )
 
         drain.start()
-        total = args.rounds * len(models) * len(rows_list) * len(conns_list) * len(systems)
+        total = args.rounds * len(rows_list) * len(conns_list) * len(servers)
         done = 0
         for rnd in range(1, args.rounds + 1):
             for name in models:
                 for rows in rows_list:
                     for conns in conns_list:
                         for system in systems:
+                            if (system, name) not in servers:
+                                continue
                             s = servers[system, name]
                             result = run_wrk(
                                 s.url,
-                                bodies[rows],
+                                bodies[s.body_kind, rows],
                                 auth=s.auth,
                                 connections=conns,
                                 duration=args.duration,
@@ -457,7 +655,10 @@ def main() -> int:
                             )
     finally:
         for s in servers.values():
-            stop_process(s.proc)
+            if s.proc not in peer_procs:
+                stop_process(s.proc)
+        for proc in peer_procs:
+            stop_tree(proc)
         key_server.shutdown()
         if drain.dirs:
             drain.stop()
@@ -468,7 +669,7 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    summary = summarize(runs, systems)
+    summary = summarize(runs, systems, unavailable, rows_list, conns_list)
     print_table(summary, info, args)
     doc = {
         "benchmark": "serving",
@@ -476,6 +677,9 @@ def main() -> int:
         "config": vars(args),
         "logging": logging,
         "summary": summary,
+        "unavailable": [
+            {"system": k[0], "model": k[1], "reason": v} for k, v in unavailable.items()
+        ],
         "runs": runs,
     }
     for k, v in logging.items():
@@ -488,12 +692,17 @@ def main() -> int:
     return 0
 
 
-def summarize(runs: list[dict[str, Any]], systems: list[str]) -> list[dict[str, Any]]:
+def summarize(
+    runs: list[dict[str, Any]],
+    systems: list[str],
+    unavailable: dict[tuple[str, str], str],
+    rows_list: list[int],
+    conns_list: list[int],
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    keys = sorted(
-        {(r["model"], r["rows"], r["connections"]) for r in runs}, key=lambda k: (k[0], k[1], k[2])
-    )
-    for model, rows, conns in keys:
+    keys = {(r["model"], r["rows"], r["connections"]) for r in runs}
+    keys |= {(m, r, c) for (_, m) in unavailable for r in rows_list for c in conns_list}
+    for model, rows, conns in sorted(keys):
         same = [
             r for r in runs if (r["model"], r["rows"], r["connections"]) == (model, rows, conns)
         ]
@@ -501,6 +710,16 @@ def summarize(runs: list[dict[str, Any]], systems: list[str]) -> list[dict[str, 
         for system in systems:
             mine = [r for r in same if r["system"] == system]
             if not mine:
+                if (system, model) in unavailable:
+                    out.append(
+                        {
+                            "model": model,
+                            "rows": rows,
+                            "connections": conns,
+                            "system": system,
+                            "not_measured": unavailable[system, model],
+                        }
+                    )
                 continue
             ratios = [
                 r["ok_rps"] / bare[r["round"]]["ok_rps"]
@@ -520,6 +739,7 @@ def summarize(runs: list[dict[str, Any]], systems: list[str]) -> list[dict[str, 
                     "p99_ms": median([r["p99_ms"] for r in mine]),
                     "non_2xx": sum(r["non_2xx"] for r in mine),
                     "socket_errors": sum(r["socket_errors"] for r in mine),
+                    "timeouts": sum(r["timeouts"] for r in mine),
                     "rss_mb": max(rss) if rss else None,
                     "ratio_to_bare": median(ratios) if ratios else None,
                 }
@@ -554,6 +774,21 @@ def print_table(
     ):
         table.add_column(col, justify="left" if col in ("model", "system") else "right")
     for s in summary:
+        if "not_measured" in s:
+            table.add_row(
+                s["model"],
+                str(s["rows"]),
+                str(s["connections"]),
+                s["system"],
+                "not measured",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+            continue
         ratio = s["ratio_to_bare"]
         table.add_row(
             s["model"],
@@ -568,7 +803,11 @@ def print_table(
             str(s["socket_errors"]),
             "—" if s["rss_mb"] is None else f"{s['rss_mb']:.0f}",
         )
-    Console(width=140).print(table)
+    console = Console(width=140)
+    console.print(table)
+    reasons = {(s["system"], s["model"]): s["not_measured"] for s in summary if "not_measured" in s}
+    for (system, model), reason in reasons.items():
+        console.print(f"not measured: {system}/{model}: {reason}", markup=False)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,12 @@ def run_wrk(
     threads: int = 1,
     cpus: str | None = None,
     timeout_s: int = 5,
+    script: Path = LUA_POST,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One wrk run in its own process; the Lua script prints a JSON summary."""
     env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_AUTH": auth or ""}
+    env.update(extra_env or {})
     cmd = pinned(
         [
             "wrk",
@@ -125,7 +128,7 @@ def run_wrk(
             "--timeout",
             f"{timeout_s}s",
             "-s",
-            str(LUA_POST),
+            str(script),
             url,
         ],
         cpus,
@@ -207,3 +210,39 @@ def write_results(name: str, doc: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}-{stamp}.json"
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return path
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc/*/stat), e.g. a server and its workers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may hold spaces: split after the last ')'
+        fields = text[text.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_kb(pid: int, field: str) -> int | None:
+    """VmRSS / VmHWM summed over a process and its descendants (None once it is gone)."""
+    values = [proc_status_kb(p, field) for p in descendants(pid)]
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (e.g. from `timeout`) into SystemExit, so `finally` blocks stop the servers
+    a benchmark started instead of leaving them running."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
