@@ -23,6 +23,7 @@ from konan.governance.security import issue_token
 from konan.registry.orm import ModelVersion
 from konan.serving.spec import (
     SERVING_TOKEN_ENV,
+    CompiledArtifact,
     KeySource,
     ServedVersion,
     ServingSpec,
@@ -114,6 +115,11 @@ def desired_state(
                 signature=row.signature,
                 trusted=row.trusted,
                 trusted_types=[*settings.registry.skops_trusted_types, *row.trusted_types],
+                compiled=(
+                    CompiledArtifact(flavor=row.compiled_flavor, sha256=row.compiled_sha256)
+                    if row.compiled_flavor and row.compiled_sha256
+                    else None
+                ),
             )
             for row in versions
         ],

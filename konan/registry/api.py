@@ -23,6 +23,7 @@ from konan.registry.schemas import (
     AliasEventRead,
     AliasRead,
     AliasSet,
+    CompiledRead,
     DatasetMetadata,
     DatasetRead,
     DatasetRef,
@@ -112,9 +113,20 @@ def version_read(session: Session, model: Model, row: ModelVersion) -> ModelVers
             parent_version=parent.version if parent else None,
             source_commit=row.source_commit,
         ),
+        compiled=_compiled_read(row),
+        prediction_profile=row.prediction_profile,
         created_by=_username(session, row.created_by_id),
         created_at=row.created_at,
     )
+
+
+def _compiled_read(row: ModelVersion) -> CompiledRead | None:
+    if row.compiled_sha256 is not None:
+        return CompiledRead(flavor=row.compiled_flavor, sha256=row.compiled_sha256)
+    reason = row.tags.get(service.COMPILE_TAG)
+    if isinstance(reason, str):
+        return CompiledRead(skipped=reason.removeprefix("skipped: "))
+    return None
 
 
 def alias_read(session: Session, alias: ModelAlias) -> AliasRead:

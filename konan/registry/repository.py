@@ -155,7 +155,9 @@ def sha_in_use(session: Session, sha256: str) -> bool:
     in_models = session.scalar(
         sa.select(sa.func.count())
         .select_from(ModelVersion)
-        .where(ModelVersion.artifact_sha256 == sha256)
+        .where(
+            sa.or_(ModelVersion.artifact_sha256 == sha256, ModelVersion.compiled_sha256 == sha256)
+        )
     )
     in_datasets = session.scalar(
         sa.select(sa.func.count())

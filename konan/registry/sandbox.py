@@ -20,11 +20,19 @@ loaders, predicts on the sample and writes a JSON result file. Fences, from oute
 What applied is probed once per process and reported in ``ValidationReport.isolation``.
 Failures become InvalidInput (422) with a reason a person can act on and an ``extra["reason"]``
 code: refused flavors or types, load/predict errors, timeout, memory, CPU.
+
+Compile (``compiled_dest``): after the model validated, the worker writes that result, then
+converts a scikit-learn model to ONNX with skl2onnx inside the same fences and limits, runs it
+with onnxruntime on the same sample and keeps it only when every label is identical and every
+probability within ``compile_atol``. The ONNX bytes come back as a file in the private
+directory and are copied to ``compiled_dest``. A compile that fails, mismatches, times out or
+is killed never fails validation: the report says why in ``compile_skipped``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import select
@@ -46,14 +54,16 @@ from konan.core.errors import InvalidInput
 from konan.registry.signature import OutputSpec, ValueType
 
 WORKER = "konan.registry.sandbox_worker"
-RESULT, PHASE, STDERR = "result.json", "phase", "stderr.log"
+RESULT, PHASE, STDERR, COMPILED = "result.json", "phase", "stderr.log", "compiled.onnx"
 _MAX_RESULT_BYTES = 4 * 1024 * 1024
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 _PHASES = {
     "load": "loading the model",
     "sample": "reading the reference data",
     "predict": "predicting on the reference data",
+    "compile": "compiling the model to ONNX",
 }
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,11 @@ class SandboxLimits:
     max_file_mb: int = 2048
     max_sample_rows: int = 500
     onnx_threads: int = 1
+    # Compiled outputs must match the original's: labels exactly, probabilities within atol,
+    # a regressor's values within atol + rtol * |value|. float32 (what skl2onnx's tree and
+    # linear operators compute in) was measured at ≤ 5e-7 off on the test models.
+    compile_atol: float = 1e-5
+    compile_rtol: float = 1e-5
     isolate_network: bool = True
     # when the control plane runs as root: the uid/gid the child drops to, if it can
     run_as_uid: int = 65534
@@ -75,6 +90,18 @@ class SandboxLimits:
 
 
 OutputKind = Literal["label", "value"]
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """An ONNX equivalent the sandbox made and checked; its bytes are at `path`."""
+
+    flavor: str
+    path: Path
+    sha256: str
+    size: int
+    rows: int
+    max_abs_diff: float
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,10 @@ class ValidationReport:
     load_seconds: float
     predict_seconds: float
     wall_seconds: float
+    compiled: CompiledModel | None = None
+    compile_skipped: str | None = None
+    # The original model's prediction on every sample row, for the prediction profile.
+    sample_predictions: tuple[Any, ...] | None = None
 
     def to_output_spec(self) -> OutputSpec:
         return OutputSpec(
@@ -234,8 +265,12 @@ def validate_model(
     trusted_types: Sequence[str],
     allow_pickle: bool,
     limits: SandboxLimits = SandboxLimits(),
+    compiled_dest: Path | None = None,
 ) -> ValidationReport:
-    """Load and try the model in the sandbox; InvalidInput with the reason when it fails."""
+    """Load and try the model in the sandbox; InvalidInput with the reason when it fails.
+
+    With `compiled_dest`, a scikit-learn model is also compiled to ONNX; the bytes land there
+    when the compiled model passed (see the report's `compiled` / `compile_skipped`)."""
     started = time.monotonic()
     isolation = _isolation(limits)
     box = Path(tempfile.mkdtemp(prefix="konan-sandbox-", dir=limits.tmp_dir))
@@ -252,6 +287,11 @@ def validate_model(
             "allow_pickle": allow_pickle,
             "onnx_threads": limits.onnx_threads,
             "max_sample_rows": limits.max_sample_rows,
+            "compile": (
+                {"atol": limits.compile_atol, "rtol": limits.compile_rtol}
+                if compiled_dest is not None
+                else None
+            ),
             "limits": {
                 "memory_mb": limits.memory_mb,
                 "cpu_seconds": limits.cpu_seconds,
@@ -264,7 +304,8 @@ def validate_model(
         returncode, timed_out = _run(box, isolation, limits)
         result = _read_result(box)
         wall = time.monotonic() - started
-        if timed_out:
+        compiling = _read_phase(box) == "compile" and bool(result and result.get("ok"))
+        if timed_out and not compiling:
             raise InvalidInput(
                 f"validation timed out after {limits.timeout_seconds:g} s while "
                 f"{_PHASES.get(_read_phase(box), 'starting')}; the model must load and predict "
@@ -278,9 +319,64 @@ def validate_model(
                 str(result.get("message", "validation failed"))[:2000],
                 extra={**_lists(result.get("extra")), "reason": str(result.get("reason"))[:40]},
             )
-        return _report(result.get("report"), isolation, wall)
+        report = _report(result.get("report"), isolation, wall)
+        if compiled_dest is None:
+            return report
+        return _compiled(
+            box, report, result["report"], compiled_dest, timed_out, returncode, limits
+        )
     finally:
         shutil.rmtree(box, ignore_errors=True)
+
+
+def _compiled(
+    box: Path,
+    report: ValidationReport,
+    data: dict[str, Any],
+    dest: Path,
+    timed_out: bool,
+    returncode: int | None,
+    limits: SandboxLimits,
+) -> ValidationReport:
+    """The report with the compile outcome; the checked ONNX bytes copied to `dest`."""
+    outcome = data.get("compiled")
+    if outcome is None and report.flavor not in ("sklearn", "pickle", "joblib"):
+        return report  # not a flavor Konan compiles
+    if timed_out:
+        why = f"compiling did not finish within the sandbox's {limits.timeout_seconds:g} s"
+        return replace(report, compile_skipped=why)
+    if not isinstance(outcome, dict):  # the worker died after validating: killed by a limit
+        return replace(
+            report,
+            compile_skipped=(
+                f"the compile step was stopped (exit {returncode}): most likely the memory "
+                f"({limits.memory_mb} MB) or CPU ({limits.cpu_seconds} s) limit"
+            ),
+        )
+    if "skipped" in outcome or outcome.get("flavor") != "onnx":
+        return replace(report, compile_skipped=str(outcome.get("skipped", "not compiled"))[:1000])
+    raw = _read_child_file(box / COMPILED, limits.max_file_mb * MB)
+    if raw is None:
+        return replace(report, compile_skipped="the compiled model could not be read back")
+    sha256 = hashlib.sha256(raw).hexdigest()
+    if sha256 != outcome.get("sha256"):
+        return replace(report, compile_skipped="the compiled model changed after it was checked")
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+    try:
+        compiled = CompiledModel(
+            flavor="onnx",
+            path=dest,
+            sha256=sha256,
+            size=len(raw),
+            rows=int(outcome["rows"]),
+            max_abs_diff=float(outcome["max_abs_diff"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        dest.unlink(missing_ok=True)
+        return replace(report, compile_skipped="the sandbox returned a malformed compile result")
+    return replace(report, compiled=compiled)
 
 
 def _prepare(box: Path, artifact: Path, sample: Path | None) -> None:
@@ -457,4 +553,14 @@ def _parse_report(data: dict[str, Any], isolation: _Isolation, wall: float) -> V
         load_seconds=float(data["load_seconds"]),
         predict_seconds=float(data["predict_seconds"]),
         wall_seconds=wall,
+        sample_predictions=_sample_predictions(data.get("sample_predictions")),
     )
+
+
+def _sample_predictions(values: object) -> tuple[Any, ...] | None:
+    """Scalars only (the result file is untrusted); anything else means no profile."""
+    if not isinstance(values, list):
+        return None
+    if not all(v is None or isinstance(v, str | int | float) for v in values):
+        return None
+    return tuple(values)

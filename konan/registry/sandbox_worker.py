@@ -31,7 +31,13 @@ from typing import Any
 WORKER = "konan.registry.sandbox_worker"
 RESULT = "result.json"
 PHASE = "phase"
+COMPILED = "compiled.onnx"
 PREVIEW_ROWS = 5
+MAX_PROFILE_ROWS = 500
+_COMPILE_FLAVORS = ("sklearn", "pickle", "joblib")
+# The validation result, written before the compile step starts: if compiling runs out of
+# CPU time (or is killed), the model still validated and registration goes on without it.
+_validated: dict[str, Any] | None = None
 _MAX_MESSAGE = 500
 MB = 1024 * 1024
 
@@ -53,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             return _init(child)
     _apply_limits(request["limits"])
     signal.signal(signal.SIGXCPU, _on_cpu_limit)
-    _write(_validate(request))
+    kept: dict[str, Any] = {}
+    result = _validate(request, kept)
+    _write(result)
+    if result.get("ok") and request.get("compile") is not None:
+        global _validated
+        _validated = result
+        result["report"]["compiled"] = _compile(request, kept)
+        _write(result)
     return 0
 
 
@@ -155,6 +168,13 @@ def _apply_limits(limits: dict[str, int]) -> None:
 
 
 def _on_cpu_limit(signum: int, frame: object) -> None:
+    if _validated is not None:
+        _validated["report"]["compiled"] = {
+            "skipped": "compiling used up the sandbox's CPU time limit"
+        }
+        Path(COMPILED).unlink(missing_ok=True)
+        _write(_validated)
+        os._exit(0)
     _write(_error("cpu_limit", "the model used up its CPU time limit"))
     os._exit(3)
 
@@ -195,7 +215,8 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
-def _validate(request: dict[str, Any]) -> dict[str, Any]:
+def _validate(request: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """Load and predict; `kept` receives the model, the sample and its outputs (for compile)."""
     from konan.core.errors import InvalidInput
 
     memory = f"(limit {request['limits']['memory_mb']} MB)"
@@ -273,8 +294,12 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
             return _error("predict_error", problem)
         report["sample_rows"] = rows
         report["predictions"] = predictions[:PREVIEW_ROWS].tolist()
+        # every prediction, for the version's prediction profile (binned by the control plane)
+        report["sample_predictions"] = predictions[:MAX_PROFILE_ROWS].tolist()
         if probabilities is not None:
             report["probabilities"] = probabilities[:PREVIEW_ROWS].tolist()
+        kept.update(columns=columns, predictions=predictions, probabilities=probabilities)
+    kept["model"] = model
     report.update(_output(model.classes, model.has_proba, predictions))
     return {"ok": True, "report": report}
 
@@ -377,6 +402,183 @@ def _output(classes: Any, has_proba: bool, predictions: Any) -> dict[str, Any]:
     if has_proba or kind in ("string", "boolean"):
         return {"output_kind": "label", "output_type": kind}
     return {"output_kind": "value", "output_type": kind}
+
+
+# ---- compile: scikit-learn -> ONNX, kept only when it answers like the original --------------
+
+
+def _compile(request: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any] | None:
+    """The compile outcome: ``{"flavor": "onnx", "file", "sha256", …}`` or ``{"skipped": why}``;
+    None when the flavor is not one Konan compiles (ONNX already, custom Python)."""
+    model = kept.get("model")
+    if model is None or model.flavor not in _COMPILE_FLAVORS:
+        return None
+    _phase("compile")
+    try:
+        return _try_compile(request["compile"], model, kept, request["onnx_threads"])
+    except MemoryError:
+        reason = f"compiling ran out of memory (limit {request['limits']['memory_mb']} MB)"
+    except BaseException as exc:  # skl2onnx or the model's own code; never fails validation
+        reason = f"compiling failed: {_describe(exc)}"
+    Path(COMPILED).unlink(missing_ok=True)
+    return {"skipped": reason}
+
+
+def _try_compile(
+    options: dict[str, float], model: Any, kept: dict[str, Any], threads: int
+) -> dict[str, Any]:
+    import hashlib
+
+    from sklearn.base import BaseEstimator
+
+    estimator = getattr(model, "model", None)
+    if not isinstance(estimator, BaseEstimator):
+        kind = type(estimator)
+        return {
+            "skipped": f"the model is a {kind.__module__}.{kind.__qualname__}, not a "
+            "scikit-learn estimator that skl2onnx can convert"
+        }
+    if "columns" not in kept:
+        return {
+            "skipped": "no reference data to check the compiled model against; register the "
+            "version with reference_data to have it compiled"
+        }
+    columns: dict[str, Any] = kept["columns"]
+    data = _convert(estimator, model, columns)
+    if isinstance(data, str):
+        return {"skipped": data}
+    Path(COMPILED).write_bytes(data)
+    from konan.serving.flavors.onnx import load_onnx
+
+    compiled = load_onnx(Path(COMPILED), threads=threads)
+    problem, max_diff = _compare(model, compiled, columns, kept, options)
+    if problem is not None:
+        Path(COMPILED).unlink(missing_ok=True)
+        return {"skipped": problem}
+    return {
+        "flavor": "onnx",
+        "file": COMPILED,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "rows": len(kept["predictions"]),
+        "max_abs_diff": max_diff,
+        "atol": options["atol"],
+        "rtol": options["rtol"],
+    }
+
+
+def _convert(estimator: Any, model: Any, columns: dict[str, Any]) -> bytes | str:
+    """ONNX bytes taking the columns the model server hands over, or why there are none.
+
+    All-numeric inputs: one float tensor in the column order the server passes (named by
+    ``konan.feature_names`` in the metadata when the model knows its columns, so the loader
+    picks them by name), else one [N, 1] input per column (strings as string tensors), the
+    layout a ColumnTransformer selecting columns by name needs."""
+    import json as _json
+
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.base import is_classifier
+
+    from konan.serving.flavors.columns import as_array, is_numeric
+
+    names = list(model.feature_names or columns)
+    arrays = {n: as_array(columns[n]) for n in names}
+    numeric = {n: is_numeric(a) for n, a in arrays.items()}
+    layouts: list[list[tuple[str, Any]]] = []
+    if all(numeric.values()):
+        layouts.append([("input", FloatTensorType([None, len(names)]))])
+    layouts.append(
+        [
+            (n, FloatTensorType([None, 1]) if numeric[n] else StringTensorType([None, 1]))
+            for n in names
+        ]
+    )
+    options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
+    failures = []
+    for layout in layouts:
+        try:
+            onx = convert_sklearn(estimator, initial_types=layout, options=options)
+        except Exception as exc:
+            failures.append(_describe(exc))
+            continue
+        # skl2onnx names the graph with a fresh uuid; a fixed name makes the bytes (and so the
+        # content address) the same each time the same model is registered.
+        onx.graph.name = "konan_compiled"
+        if len(layout) == 1 and model.feature_names:
+            entry = onx.metadata_props.add()
+            entry.key, entry.value = "konan.feature_names", _json.dumps(names)
+        return bytes(onx.SerializeToString())
+    return "skl2onnx cannot convert this model: " + failures[-1]
+
+
+def _compare(
+    model: Any,
+    compiled: Any,
+    columns: dict[str, Any],
+    kept: dict[str, Any],
+    options: dict[str, float],
+) -> tuple[str | None, float]:
+    """Why the compiled model does not answer like the original on the sample (None: it does)."""
+    import numpy as np
+
+    atol, rtol = options["atol"], options["rtol"]
+    if compiled.has_proba != model.has_proba:
+        return "the compiled model does not give the same outputs (probabilities)", 0.0
+    if _typed_list(compiled.classes) != _typed_list(model.classes):
+        return (
+            f"the compiled model's classes {compiled.classes!r:.200} differ from the "
+            f"original's {model.classes!r:.200}",
+            0.0,
+        )
+    labels, proba = compiled.predict_with_proba(columns)
+    original = kept["predictions"]
+    rows = len(original)
+    if len(labels) != rows:
+        return f"the compiled model gave {len(labels)} predictions for {rows} rows", 0.0
+    max_diff = 0.0
+    if model.classes is None and original.dtype.kind == "f":
+        values = np.asarray(labels, dtype=np.float64)
+        diff = np.abs(values - original)
+        max_diff = float(np.nanmax(diff)) if rows else 0.0
+        bad = int((diff > atol + rtol * np.abs(original)).sum())
+        if bad or not np.array_equal(np.isnan(values), np.isnan(original)):
+            return (
+                f"the compiled model's predictions differ from the original's beyond "
+                f"atol {atol:g} + rtol {rtol:g} on {bad} of {rows} rows "
+                f"(largest difference {max_diff:.3g})",
+                max_diff,
+            )
+    else:
+        ours, theirs = _typed_list(labels) or [], _typed_list(original) or []
+        bad = sum(a != b for a, b in zip(ours, theirs, strict=True))
+        if bad:
+            return (
+                f"the compiled model's labels differ from the original's on {bad} of {rows} rows",
+                0.0,
+            )
+    expected = kept["probabilities"]
+    if expected is not None:
+        got = np.asarray(proba, dtype=np.float64)
+        if got.shape != expected.shape:
+            return f"the compiled model's probabilities have shape {list(got.shape)}", 0.0
+        diff = np.abs(got - expected)
+        max_diff = max(max_diff, float(diff.max()) if diff.size else 0.0)
+        if max_diff > atol:
+            return (
+                f"the compiled model's probabilities differ from the original's by up to "
+                f"{max_diff:.3g} (tolerance {atol:g}) on {int((diff > atol).any(axis=1).sum())} "
+                f"of {rows} rows",
+                max_diff,
+            )
+    return None, max_diff
+
+
+def _typed_list(values: Any) -> list[tuple[str, Any]] | None:
+    """Values with their JSON type, so 1, 1.0 and True never compare equal."""
+    if values is None:
+        return None
+    items = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [(type(v).__name__, v) for v in items]
 
 
 if __name__ == "__main__":

@@ -81,6 +81,14 @@ class LineageRead(BaseModel):
     source_commit: str | None
 
 
+class CompiledRead(BaseModel):
+    """The faster artifact compiled at registration, or why there is none."""
+
+    flavor: str | None = Field(default=None, description="the compiled artifact's flavor (onnx)")
+    sha256: str | None = None
+    skipped: str | None = Field(default=None, description="why the version was not compiled")
+
+
 class ModelVersionRead(BaseModel):
     model: str
     project: str
@@ -95,6 +103,14 @@ class ModelVersionRead(BaseModel):
     status: str
     trusted: bool
     lineage: LineageRead
+    compiled: CompiledRead | None = Field(
+        default=None, description="null when the flavor is not compiled (ONNX, custom Python)"
+    )
+    prediction_profile: dict[str, Any] | None = Field(
+        default=None,
+        description='{"bins": {"__prediction__": bins}, "rows", "source"}: the predictions on '
+        "the reference sample",
+    )
     created_by: str | None
     created_at: datetime
 
@@ -119,6 +135,10 @@ IMMUTABLE_VERSION_FIELDS = frozenset(
         "params",
         "source_commit",
         "parent_version",
+        "compiled",
+        "compiled_flavor",
+        "compiled_sha256",
+        "prediction_profile",
     }
 )
 

@@ -4,12 +4,19 @@ Registering a version is the one long path: every check runs before anything is 
 (metadata, permissions, flavor from the bytes, reference data profile, validation in a sandbox
 process, signature), then rows are flushed and artifacts stored; the caller commits, and on a
 failed commit deletes the objects this call created (`RegisteredVersion.new_objects`).
+
+The sandbox also compiles scikit-learn models to ONNX (kept only when it answers like the
+original on the reference sample; stored content-addressed like the original, recorded in
+`compiled_flavor`/`compiled_sha256`, or the reason it was not in the `konan.compile` tag) and
+the original's predictions on that sample become the version's `prediction_profile`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -27,6 +34,7 @@ from konan.governance.permissions import (
     visible_project,
 )
 from konan.registry import repository
+from konan.registry.binning import categorical_bins, numeric_bins
 from konan.registry.datasets import DatasetProfile, profile_dataset
 from konan.registry.flavors import check_declared, detect_flavor
 from konan.registry.orm import (
@@ -51,6 +59,8 @@ from konan.registry.signature import Signature, inputs_from_columns
 from konan.registry.uploads import Received, WorkDir
 
 PICKLE_FLAVORS = frozenset({"pickle", "joblib"})
+COMPILE_TAG = "konan.compile"  # why a version has no compiled artifact (set at registration)
+PREDICTION = "__prediction__"
 
 
 def actor(user: User) -> audit.Actor:
@@ -282,6 +292,38 @@ class Validated:
     flavor: str
     profile: DatasetProfile | None
     signature: Signature
+    compiled: Received | None = None
+    compiled_flavor: str | None = None
+    compile_skipped: str | None = None
+    prediction_profile: dict[str, Any] | None = None
+
+
+def prediction_profile(report: ValidationReport, signature: Signature) -> dict[str, Any] | None:
+    """The original model's predictions on the reference sample, binned like a column:
+    categorical bins of the labels for classifiers, quantile bins of the values otherwise."""
+    values = report.sample_predictions
+    if not values or report.sample_rows == 0:
+        return None
+    if signature.outputs.kind == "value":
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return None
+        bins: Any = numeric_bins([float(v) for v in values])
+    else:
+        labels = [_label(v) for v in values]
+        if any(v is None for v in labels):
+            return None
+        bins = categorical_bins(labels)
+    return {"bins": {PREDICTION: bins.to_json()}, "rows": len(values), "source": "reference_sample"}
+
+
+def _label(value: Any) -> str | bool | int | None:
+    """A class label as a bin category (an integral float label counts as the integer:
+    1.0 == 1 for the live counts too)."""
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def check_upload(
@@ -367,8 +409,26 @@ def validate_upload(
         trusted_types=[*settings.registry.skops_trusted_types, *metadata.trusted_types],
         allow_pickle=metadata.trusted,
         limits=sandbox_limits(settings),
+        compiled_dest=workdir.path / "compiled.onnx",
     )
-    return Validated(flavor, profile, _signature(metadata, report, profile, columns))
+    signature = _signature(metadata, report, profile, columns)
+    compiled = None
+    if report.compiled is not None:
+        compiled = Received(
+            path=report.compiled.path,
+            sha256=report.compiled.sha256,
+            size=report.compiled.size,
+            filename="compiled.onnx",
+        )
+    return Validated(
+        flavor,
+        profile,
+        signature,
+        compiled=compiled,
+        compiled_flavor=report.compiled.flavor if report.compiled is not None else None,
+        compile_skipped=report.compile_skipped,
+        prediction_profile=prediction_profile(report, signature) if sample is not None else None,
+    )
 
 
 def record_version(
@@ -399,6 +459,10 @@ def record_version(
         )
         reference_row = _dataset_version_row(session, user, dataset, reference, validated.profile)
     number = (repository.latest_version_number(session, locked.id) or 0) + 1
+    tags = dict(metadata.tags)
+    tags.pop(COMPILE_TAG, None)
+    if validated.compile_skipped is not None:
+        tags[COMPILE_TAG] = f"skipped: {validated.compile_skipped}"[:5000]
     row = ModelVersion(
         model_id=locked.id,
         version=number,
@@ -408,7 +472,7 @@ def record_version(
         signature=validated.signature.to_json(),
         metrics=metadata.metrics,
         params=metadata.params,
-        tags=metadata.tags,
+        tags=tags,
         status="ready",
         trusted=metadata.trusted,
         trusted_types=list(metadata.trusted_types),
@@ -418,6 +482,9 @@ def record_version(
         source_commit=metadata.source_commit,
         idempotency_key=idempotency_key,
         created_by_id=user.id,
+        compiled_flavor=validated.compiled_flavor if validated.compiled else None,
+        compiled_sha256=validated.compiled.sha256 if validated.compiled else None,
+        prediction_profile=validated.prediction_profile,
     )
     session.add(row)
     session.flush()
@@ -434,11 +501,14 @@ def record_version(
             "flavor": validated.flavor,
             "sha256": artifact.sha256,
             "trusted": metadata.trusted,
+            "compiled_sha256": row.compiled_sha256,
         },
     )
     _store(store, artifact, new_objects)
     if reference is not None:
         _store(store, reference, new_objects)
+    if validated.compiled is not None:
+        _store(store, validated.compiled, new_objects)
     return RegisteredVersion(version=row, created=True, new_objects=new_objects)
 
 
@@ -453,7 +523,11 @@ def update_version(
     update = ModelVersionUpdate.model_validate(body)
     row = get_version(session, model, number)
     before = dict(row.tags)
-    row.tags = dict(update.tags)
+    tags = dict(update.tags)
+    tags.pop(COMPILE_TAG, None)  # set at registration only: why there is no compiled artifact
+    if COMPILE_TAG in before:
+        tags[COMPILE_TAG] = before[COMPILE_TAG]
+    row.tags = tags
     audit.record(
         session,
         actor=actor(user),

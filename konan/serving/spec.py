@@ -21,6 +21,17 @@ SERVING_TOKEN_ENV = "KONAN_SERVING_TOKEN"  # noqa: S105 - the name of an env var
 ROUTE_KEY_HEADER = "X-Konan-Route-Key"
 
 
+class CompiledArtifact(BaseModel):
+    """A faster equivalent of the version's artifact, compiled and checked at registration.
+    Fetched through the artifact store by sha256 like the original; the server prefers it and
+    falls back to the original when it cannot load it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flavor: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ServedVersion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -31,6 +42,7 @@ class ServedVersion(BaseModel):
     signature: dict[str, Any] = Field(description="konan.registry.signature.Signature as JSON")
     trusted: bool = False
     trusted_types: list[str] = Field(default_factory=list)
+    compiled: CompiledArtifact | None = None
 
 
 class Traffic(BaseModel):

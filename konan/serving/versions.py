@@ -4,6 +4,9 @@
 artifact store (a local file, or a verified download into the cache), its bytes must hash to
 the spec's sha256, the flavor's loader builds the model with exactly the trust the spec grants,
 and one synthetic row built from the signature must predict before the version may serve.
+When the spec names a compiled artifact (ONNX compiled from scikit-learn at registration), that
+one is fetched, verified, loaded and warmed up first; if any of that fails the reason is
+logged (and kept in `LoadedVersion.fallback`) and the original artifact serves instead.
 
 `Reloader` polls the spec file (mtime, size and inode, every ~0.5 s). A new revision is built
 in its thread — versions whose artifact is already loaded are reused, the rest loaded and
@@ -69,6 +72,8 @@ class LoadedVersion:
     with_proba: bool
     ewma: float = 0.0
     offload: bool = False
+    artifact: str = "original"  # "compiled" when the spec's compiled artifact serves
+    fallback: str | None = None  # why the compiled artifact is not serving, if there is one
     version: int = field(init=False)
     model_version_id: int = field(init=False)
     header: bytes = field(init=False)
@@ -104,7 +109,21 @@ class LoadedVersion:
 
 
 def _reuse_key(served: ServedVersion) -> tuple[Any, ...]:
-    return (served.sha256, served.flavor, served.trusted, tuple(sorted(served.trusted_types)))
+    compiled = (served.compiled.flavor, served.compiled.sha256) if served.compiled else None
+    return (
+        served.sha256,
+        served.flavor,
+        served.trusted,
+        tuple(sorted(served.trusted_types)),
+        compiled,
+    )
+
+
+@dataclass(frozen=True)
+class _Model:
+    model: LoadedModel
+    artifact: str
+    fallback: str | None
 
 
 class ModelLoader:
@@ -169,12 +188,79 @@ class ModelLoader:
                 f"version {served.version} ({served.flavor}): {type(exc).__name__}: {exc}",
             ) from None
 
+    def load_compiled(self, served: ServedVersion) -> LoadedModel:
+        """The version's compiled artifact (verified like the original; no pickle trust)."""
+        assert served.compiled is not None
+        as_artifact = served.model_copy(
+            update={
+                "sha256": served.compiled.sha256,
+                "flavor": served.compiled.flavor,
+                "trusted": False,
+                "trusted_types": [],
+            }
+        )
+        return self.load_model(as_artifact)
+
+    def _loaded(
+        self, served: ServedVersion, signature: Signature, spec: ServingSpec, model: _Model
+    ) -> LoadedVersion:
+        loaded = LoadedVersion(
+            served=served,
+            model=model.model,
+            checker=Checker(signature, spec.unseen_category),
+            histogram=self.metrics.histogram(served.version),
+            with_proba=model.model.has_proba and signature.outputs.kind == "label",
+            artifact=model.artifact,
+            fallback=model.fallback,
+        )
+        warm_up(loaded)
+        return loaded
+
+    def _load(
+        self, served: ServedVersion, signature: Signature, spec: ServingSpec
+    ) -> LoadedVersion:
+        """Compiled first when there is one; the original if it cannot load or warm up."""
+        started = time.monotonic()
+        fallback = None
+        if served.compiled is not None:
+            try:
+                model = _Model(self.load_compiled(served), "compiled", None)
+                loaded = self._loaded(served, signature, spec, model)
+            except LoadFailure as exc:
+                fallback = exc.reason
+                log.warning(
+                    "version %d: not serving its compiled %s artifact (%s); loading the "
+                    "original %s artifact instead",
+                    served.version,
+                    served.compiled.flavor,
+                    exc.reason,
+                    served.flavor,
+                )
+            else:
+                log.info(
+                    "loaded version %d (compiled %s, from %s) in %.2f s",
+                    served.version,
+                    served.compiled.flavor,
+                    served.flavor,
+                    time.monotonic() - started,
+                )
+                return loaded
+        model = _Model(self.load_model(served), "original", fallback)
+        loaded = self._loaded(served, signature, spec, model)
+        log.info(
+            "loaded version %d (%s) in %.2f s",
+            served.version,
+            served.flavor,
+            time.monotonic() - started,
+        )
+        return loaded
+
     def build(self, spec: ServingSpec, previous: RoutingTable | None) -> RoutingTable:
         """Every version of `spec` loaded and warmed up, as a routing table; LoadFailure else."""
-        reusable: dict[tuple[Any, ...], LoadedModel] = {}
+        reusable: dict[tuple[Any, ...], _Model] = {}
         if previous is not None:
             for old in previous.versions.values():
-                reusable[_reuse_key(old.served)] = old.model
+                reusable[_reuse_key(old.served)] = _Model(old.model, old.artifact, old.fallback)
         versions: dict[int, LoadedVersion] = {}
         for served in spec.versions:
             try:
@@ -184,25 +270,14 @@ class ModelLoader:
                     "load_error",
                     f"version {served.version}: invalid signature: {exc.errors()[0]['msg']}",
                 ) from None
-            model = reusable.get(_reuse_key(served))
-            if model is None:
-                started = time.monotonic()
-                model = self.load_model(served)
-                reusable[_reuse_key(served)] = model
-                log.info(
-                    "loaded version %d (%s) in %.2f s",
-                    served.version,
-                    served.flavor,
-                    time.monotonic() - started,
+            known = reusable.get(_reuse_key(served))
+            if known is None:
+                loaded = self._load(served, signature, spec)
+                reusable[_reuse_key(served)] = _Model(
+                    loaded.model, loaded.artifact, loaded.fallback
                 )
-            loaded = LoadedVersion(
-                served=served,
-                model=model,
-                checker=Checker(signature, spec.unseen_category),
-                histogram=self.metrics.histogram(served.version),
-                with_proba=model.has_proba and signature.outputs.kind == "label",
-            )
-            warm_up(loaded)
+            else:
+                loaded = self._loaded(served, signature, spec, known)
             versions[served.version] = loaded
         return RoutingTable(spec, versions)
 

@@ -8,10 +8,12 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import skops.io
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -136,3 +138,58 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+class MarginClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A hand-written scikit-learn-style estimator skl2onnx has no converter for (what a
+    trusted pickle often wraps)."""
+
+    def fit(self, X: Any, y: Any) -> MarginClassifier:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict(self, X: Any) -> Any:
+        return self.classes_[(np.asarray(X, dtype=float)[:, :2].sum(axis=1) > 0).astype(int)]
+
+    def predict_proba(self, X: Any) -> Any:
+        p = 1 / (1 + np.exp(-np.asarray(X, dtype=float)[:, :2].sum(axis=1)))
+        return np.column_stack([1 - p, p])
+
+
+def pickle_bytes(model: object) -> bytes:
+    return pickle.dumps(model, protocol=4)
+
+
+def float32_flipping_frame() -> pd.DataFrame:
+    """Half the rows sit 1e-9 above the decision boundary of `float32_flipping_classifier`:
+    in float64 they are class 1, rounded to float32 they land on it (class 0)."""
+    x = np.where(np.arange(200) % 2 == 0, 1.000000001, 0.0)
+    return pd.DataFrame({"x": x, "noise": np.zeros(200), "y": (x > 0.5).astype(int)})
+
+
+def float32_flipping_classifier() -> LogisticRegression:
+    frame = float32_flipping_frame()
+    model = LogisticRegression().fit(frame[["x", "noise"]], frame["y"])
+    model.coef_ = np.array([[1.0, 0.0]])
+    model.intercept_ = np.array([-1.0000000005])
+    return model
+
+
+class SlowToCompile(MarginClassifier):
+    """Validates at once; hangs when skl2onnx looks it up (it reads ``onnx_parser`` first)."""
+
+    @property
+    def onnx_parser(self) -> Any:
+        import time
+
+        time.sleep(3600)
+
+
+class BurnsCpuWhenCompiled(MarginClassifier):
+    """Validates at once; spins on the CPU when skl2onnx looks it up."""
+
+    @property
+    def onnx_parser(self) -> Any:
+        while True:
+            pass

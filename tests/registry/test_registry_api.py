@@ -310,7 +310,10 @@ def test_versions_number_up_and_identical_bytes_are_stored_once(
     listed = reg.client.get("/api/v1/models/churn/versions", headers=reg.headers).json()
     assert [v["version"] for v in listed] == [1, 2]
     files = [p for p in Path(reg.settings.artifacts_uri).rglob("*") if p.is_file()]
-    assert len(files) == 2  # one model file, one reference file, however many versions
+    # one model file, one reference file, one compiled ONNX file, however many versions: the
+    # same model compiles to the same bytes
+    assert len(files) == 3
+    assert listed[0]["compiled"]["sha256"] == listed[1]["compiled"]["sha256"]
 
 
 def test_versions_are_immutable(local_registry: Registry, numbers: Any) -> None:

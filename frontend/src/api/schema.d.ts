@@ -1141,6 +1141,24 @@ export interface components {
             /** Ok */
             ok: boolean;
         };
+        /**
+         * CompiledRead
+         * @description The faster artifact compiled at registration, or why there is none.
+         */
+        CompiledRead: {
+            /**
+             * Flavor
+             * @description the compiled artifact's flavor (onnx)
+             */
+            flavor?: string | null;
+            /** Sha256 */
+            sha256?: string | null;
+            /**
+             * Skipped
+             * @description why the version was not compiled
+             */
+            skipped?: string | null;
+        };
         /** DatasetRead */
         DatasetRead: {
             /**
@@ -1608,6 +1626,8 @@ export interface components {
         };
         /** ModelVersionRead */
         ModelVersionRead: {
+            /** @description null when the flavor is not compiled (ONNX, custom Python) */
+            compiled?: components["schemas"]["CompiledRead"] | null;
             /**
              * Created At
              * Format: date-time
@@ -1628,6 +1648,13 @@ export interface components {
             params: {
                 [key: string]: unknown;
             };
+            /**
+             * Prediction Profile
+             * @description {"bins": {"__prediction__": bins}, "rows", "source"}: the predictions on the reference sample
+             */
+            prediction_profile?: {
+                [key: string]: unknown;
+            } | null;
             /** Project */
             project: string;
             /** Sha256 */

@@ -131,7 +131,9 @@ class OnnxModel:
     flavor: Flavor = "onnx"
     untrusted_types: tuple[str, ...] = ()
 
-    def __init__(self, session: Any, classes: list[Any] | None) -> None:
+    def __init__(
+        self, session: Any, classes: list[Any] | None, column_names: list[str] | None = None
+    ) -> None:
         self._session = session
         inputs = session.get_inputs()
         self._inputs: list[tuple[str, Any]] = []
@@ -153,6 +155,8 @@ class OnnxModel:
             self.n_features = len(inputs)
         elif inputs and len(inputs[0].shape) == 2 and isinstance(inputs[0].shape[1], int):
             self.n_features = inputs[0].shape[1]
+            if column_names is not None and len(column_names) == self.n_features:
+                self.feature_names = column_names
         outputs = {o.name: o for o in session.get_outputs()}
         names = list(outputs)
         self._label = "label" if "label" in outputs else names[0]
@@ -176,7 +180,7 @@ class OnnxModel:
                 for (name, dtype), array in zip(self._inputs, arrays, strict=True)
             }
         name, dtype = self._inputs[0]
-        _, arrays = pick(columns, None)
+        _, arrays = pick(columns, self.feature_names)
         if dtype is object:
             return {name: matrix([_typed(a, object) for a in arrays], object)}
         return {name: matrix(arrays, dtype)}
@@ -244,4 +248,18 @@ def load_onnx(
     session = ort.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    return OnnxModel(session, _classes(model.graph))
+    return OnnxModel(session, _classes(model.graph), _column_names(model))
+
+
+def _column_names(model: onnx.ModelProto) -> list[str] | None:
+    import json
+
+    for entry in model.metadata_props:
+        if entry.key == "konan.feature_names":
+            try:
+                names = json.loads(entry.value)
+            except ValueError:
+                return None
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return names
+    return None
