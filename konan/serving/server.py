@@ -252,6 +252,8 @@ class Replica:
                         "role": roles.get(number),
                         "flavor": loaded.served.flavor,
                         "sha256": loaded.served.sha256,
+                        "artifact": loaded.artifact,  # "compiled" or "original"
+                        "compiled_fallback": loaded.fallback,
                         "mean_latency_ms": round(loaded.ewma * 1000.0, 3),
                         "offloaded": loaded.offload,
                     }

@@ -104,6 +104,8 @@ def test_the_server_serves_the_compiled_model_with_identical_labels_on_1000_rows
         proba = model.predict_proba(frame if kind == "pipeline" else frame.to_numpy())
         assert np.abs(np.asarray(body["probabilities"]) - proba).max() < 1e-5
         assert "compiled onnx" in server.stderr()
+        assert server.stats()["versions"][0]["artifact"] == "compiled"
+        assert server.stats()["versions"][0]["compiled_fallback"] is None
     finally:
         server.stop()
 
@@ -131,7 +133,10 @@ def test_a_missing_compiled_artifact_falls_back_to_the_original(
         )
         log = server.stderr()
         assert "not serving its compiled onnx artifact (artifact_missing" in log
-        assert server.stats()["versions"][0]["flavor"] == "sklearn"
+        served_version = server.stats()["versions"][0]
+        assert served_version["flavor"] == "sklearn"
+        assert served_version["artifact"] == "original"
+        assert "artifact_missing" in served_version["compiled_fallback"]
     finally:
         server.stop()
 
