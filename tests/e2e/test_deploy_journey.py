@@ -148,6 +148,18 @@ def test_canary_promote_rollback_under_load_without_a_failed_request(
     assert load.failures == [], load.failures[:5]
     assert load.statuses[200] > 500, load.statuses
 
+    # The monitor stored that traffic, and drift covers the prediction too: its reference is the
+    # profile registration took of version 1's own predictions on the reference data.
+    def prediction_drift() -> bool:
+        report = client.drift("churn-live", version=1)
+        found = report.get("prediction") or {}
+        return (
+            bool(found.get("current_count"))
+            and report["prediction_reference"] == "prediction_profile"
+        )
+
+    wait_for(prediction_drift, 30, "drift of version 1's logged predictions")
+
     # A model server killed outright is replaced and serving again within 5 seconds.
     pids = serving_pids(tmp_path / "data")
     assert pids, "no model server process found"

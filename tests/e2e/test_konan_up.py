@@ -152,7 +152,7 @@ def test_ctrl_c_stops_every_process_it_started(running: Up) -> None:
 def test_a_second_start_keeps_the_admin_and_prints_no_password(data_dir: Path) -> None:
     first = Up(data_dir, admin_password="chosen-by-the-operator")
     try:
-        first.wait_for("/healthz", 200, timeout=20)
+        first.wait_for("/healthz", 200, timeout=60)
         # The operator chose the password: nothing to show, and it is never echoed.
         assert "admin account created" not in first.output()
         assert "chosen-by-the-operator" not in first.output()
@@ -160,7 +160,7 @@ def test_a_second_start_keeps_the_admin_and_prints_no_password(data_dir: Path) -
         first.stop()
     second = Up(data_dir)
     try:
-        second.wait_for("/healthz", 200, timeout=20)
+        second.wait_for("/healthz", 200, timeout=60)
         assert "admin account created" not in second.output()
         with konan.Client(second.url) as client:
             client.login("admin", "chosen-by-the-operator")
