@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from konan.core.errors import ConfigError
+from konan.db.engine import dumps_json
 from konan.deployments.orm import Deployment
 from konan.monitoring import rollups
 from konan.monitoring.orm import PredictionLog
@@ -235,34 +236,101 @@ def _insert_chunk(
     session: Session, insert: Any, chunk: list[tuple[int, dict[str, Any]]], result: IngestResult
 ) -> None:
     params = [row for _, row in chunk]
+    store = _copy_rows if session.get_bind().dialect.name == "postgresql" else _execute_rows
     try:
-        with session.begin_nested():
-            inserted = _rowcount(session.execute(insert, params))
-            if 0 < inserted < len(chunk):
-                # Some rows were replays: ask again with RETURNING (rare, slower) so that
-                # rollups add exactly the rows this call stored.
-                raise _Partial
-    except _Partial:
         try:
+            with session.begin_nested():
+                new_rows = store(session, insert, params)
+        except _Partial:
             with session.begin_nested():
                 returning = insert.returning(_TABLE.c.request_id, _TABLE.c.role)
                 stored = {(r.request_id, r.role) for r in session.execute(returning, params)}
-        except (sa.exc.IntegrityError, sa.exc.DataError):
-            for index, row in chunk:
-                _insert_one(session, insert, index, row, result)
-            return
-        inserted = len(stored)
-        new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
+            new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
     except (sa.exc.IntegrityError, sa.exc.DataError):
         # One record the checks above let through (a deployment deleted meanwhile, a value the
         # database refuses): find it one savepoint per record, keep the others.
         for index, row in chunk:
             _insert_one(session, insert, index, row, result)
         return
-    else:
-        new_rows = params if inserted else []
     rollups.update(session, new_rows)
-    _count(chunk, inserted, result)
+    _count(chunk, len(new_rows), result)
+
+
+def _execute_rows(
+    session: Session, insert: Any, params: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Executemany of the dialect insert (SQLite); returns the rows it stored."""
+    inserted = _rowcount(session.execute(insert, params))
+    if inserted in (0, len(params)):
+        return params if inserted else []
+    # Some rows were replays: ask again with RETURNING (rare) so that rollups add exactly the
+    # rows this call stored. Nothing of the first try is kept: undo it with a savepoint.
+    raise _Partial
+
+
+_STAGE = "konan_staged_prediction_logs"
+# The staging table has prediction_logs' column types (`at` is timestamptz there too) and no
+# constraints: the unique key and the foreign keys are checked by the INSERT … SELECT.
+_STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    request_id text, deployment_id bigint, model_version_id bigint, role text,
+    at timestamptz, bucket_start bigint, inputs jsonb, outputs jsonb,
+    latency_ms double precision, status_code integer, error text
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = (
+    "request_id, deployment_id, model_version_id, role, at, bucket_start, inputs, outputs, "
+    "latency_ms, status_code, error"
+)
+_MOVE = sa.text(
+    f"INSERT INTO prediction_logs ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGE} "  # noqa: S608 - constant names
+    "ON CONFLICT (request_id, role) DO NOTHING RETURNING request_id, role"
+)
+
+
+def _copy_rows(session: Session, insert: Any, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PostgreSQL: COPY the chunk into a session-private staging table, then move it with one
+    INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING: COPY's transfer (no per-row statement)
+    with the unique (request_id, role) still deciding, and RETURNING naming exactly the rows
+    stored, for the rollups. The staging table lives as long as the connection; it is emptied
+    after each chunk and at commit."""
+    import psycopg
+
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE_DDL)
+            with cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(_staged(row))
+    except psycopg.DataError as exc:
+        # Raised by the driver itself (COPY is not a SQLAlchemy statement): translate, so the
+        # caller's per-record fallback and the consumer's error handling see the usual types.
+        raise sa.exc.DataError(f"COPY {_STAGE}", None, exc) from exc
+    except psycopg.OperationalError as exc:
+        raise sa.exc.OperationalError(f"COPY {_STAGE}", None, exc) from exc
+    stored = {(r.request_id, r.role) for r in session.execute(_MOVE)}
+    session.execute(sa.text(f"TRUNCATE {_STAGE}"))
+    if len(stored) == len(params):
+        return params
+    return [row for row in params if (row["request_id"], row["role"]) in stored]
+
+
+def _staged(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["request_id"],
+        row["deployment_id"],
+        row["model_version_id"],
+        row["role"],
+        row["at"],
+        row["bucket_start"],
+        dumps_json(row["inputs"]),
+        dumps_json(row["outputs"]),
+        row["latency_ms"],
+        row["status_code"],
+        row["error"],
+    )
 
 
 def _insert_one(
