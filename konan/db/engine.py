@@ -20,17 +20,23 @@ from konan.core.settings import Settings
 def dumps_json(value: Any) -> str:
     """JSON text for JSON/JSONB parameters: orjson (several times faster than the stdlib, which
     psycopg and SQLite otherwise run once per JSON value), with the stdlib's results kept where
-    the two differ. orjson writes NaN and +/-inf as null; the stdlib writes NaN/Infinity, which
-    PostgreSQL refuses and SQLite stores, and a value must not silently turn into null. orjson
-    refuses non-string keys and integers beyond 64 bits, which the stdlib accepts."""
+    the two differ. orjson refuses non-string keys and integers beyond 64 bits, which the stdlib
+    accepts; and see `json_text`."""
     try:
-        text = orjson.dumps(value)
+        encoded = orjson.dumps(value)
     except orjson.JSONEncodeError:
         return json.dumps(value)
+    return json_text(value, encoded)
+
+
+def json_text(value: Any, encoded: bytes) -> str:
+    """``encoded`` (``orjson.dumps(value)``) as text, or the stdlib's text when ``value`` holds
+    NaN or +/-inf: orjson writes those as null, the stdlib as NaN/Infinity, which PostgreSQL
+    refuses and SQLite stores; a value must not silently turn into null."""
     # A non-finite float comes out as null: only then is the slower check worth running.
-    if b"null" in text and not _all_finite(value):
+    if b"null" in encoded and not _all_finite(value):
         return json.dumps(value)
-    return text.decode()
+    return encoded.decode()
 
 
 def _all_finite(value: Any) -> bool:
