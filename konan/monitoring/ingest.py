@@ -112,7 +112,8 @@ class _Row(dict[str, Any]):
 
 
 def _to_row(record: Any) -> _Row:
-    if not isinstance(record, Mapping):
+    # Decoded JSON gives dicts; the exact-type test spares the slower ABC check for them.
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise _Invalid(f"a record must be an object, got {type(record).__name__}")
     request_id = record.get("request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= _REQUEST_ID_MAX:
