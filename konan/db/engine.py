@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -13,6 +15,38 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from konan.core.settings import Settings
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text for JSON/JSONB parameters: orjson (several times faster than the stdlib, which
+    psycopg and SQLite otherwise run once per JSON value), with the stdlib's results kept where
+    the two differ. orjson refuses non-string keys and integers beyond 64 bits, which the stdlib
+    accepts; and see `json_text`."""
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+    return json_text(value, encoded)
+
+
+def json_text(value: Any, encoded: bytes) -> str:
+    """``encoded`` (``orjson.dumps(value)``) as text, or the stdlib's text when ``value`` holds
+    NaN or +/-inf: orjson writes those as null, the stdlib as NaN/Infinity, which PostgreSQL
+    refuses and SQLite stores; a value must not silently turn into null."""
+    # A non-finite float comes out as null: only then is the slower check worth running.
+    if b"null" in encoded and not _all_finite(value):
+        return json.dumps(value)
+    return encoded.decode()
+
+
+def _all_finite(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    except TypeError:  # a type only orjson serializes (datetime, UUID): keep orjson's text
+        return True
+    return True
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -42,7 +76,11 @@ def _sqlite_begin(conn: Any) -> None:
 
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
     db = settings.database if settings is not None else None
-    kwargs: dict[str, Any] = {"echo": db.echo if db else False, "future": True}
+    kwargs: dict[str, Any] = {
+        "echo": db.echo if db else False,
+        "future": True,
+        "json_serializer": dumps_json,
+    }
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         if ":memory:" in url or url in ("sqlite://", "sqlite:///"):

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from konan.core.errors import ConfigError
+from konan.db.engine import json_text
 from konan.deployments.orm import Deployment
 from konan.monitoring import rollups
 from konan.monitoring.orm import PredictionLog
@@ -74,7 +75,7 @@ def ingest(
 ) -> IngestResult:
     """Insert ``records`` (decoded JSON objects) into prediction_logs; flush, never commit."""
     result = IngestResult()
-    rows: list[tuple[int, dict[str, Any]]] = []
+    rows: list[tuple[int, _Row]] = []
     seen: set[tuple[str, str]] = set()
     for index, record in enumerate(records):
         try:
@@ -101,8 +102,18 @@ def ingest(
 # ---- validation ---------------------------------------------------------------------------------
 
 
-def _to_row(record: Any) -> dict[str, Any]:
-    if not isinstance(record, Mapping):
+class _Row(dict[str, Any]):
+    """A prediction_logs row (column -> value) that also carries its JSON columns as text:
+    encoding them is a fair share of the cost of a record, so validation's encoding is the one
+    COPY sends. A plain mapping to SQLAlchemy (the attribute is no column)."""
+
+    __slots__ = ("json",)
+    json: tuple[str, str]
+
+
+def _to_row(record: Any) -> _Row:
+    # Decoded JSON gives dicts; the exact-type test spares the slower ABC check for them.
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise _Invalid(f"a record must be an object, got {type(record).__name__}")
     request_id = record.get("request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= _REQUEST_ID_MAX:
@@ -131,19 +142,23 @@ def _to_row(record: Any) -> dict[str, Any]:
     error = record.get("error")
     if error is not None and not isinstance(error, str):
         raise _Invalid("error must be a string or null")
-    return {
-        "request_id": _no_nul(request_id),
-        "deployment_id": deployment_id,
-        "model_version_id": model_version_id,
-        "role": role,
-        "at": datetime.fromtimestamp(at, UTC),
-        "bucket_start": int(at // 60) * 60,
-        "inputs": _json_no_nul(inputs),
-        "outputs": _json_no_nul(outputs),
-        "latency_ms": latency_ms,
-        "status_code": status_code,
-        "error": None if error is None else _no_nul(error),
-    }
+    inputs, inputs_json = _json_no_nul(inputs)
+    outputs, outputs_json = _json_no_nul(outputs)
+    row = _Row(
+        request_id=_no_nul(request_id),
+        deployment_id=deployment_id,
+        model_version_id=model_version_id,
+        role=role,
+        at=datetime.fromtimestamp(at, UTC),
+        bucket_start=int(at // 60) * 60,
+        inputs=inputs,
+        outputs=outputs,
+        latency_ms=latency_ms,
+        status_code=status_code,
+        error=None if error is None else _no_nul(error),
+    )
+    row.json = (inputs_json, outputs_json)
+    return row
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -163,13 +178,16 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def _json_no_nul(value: Any) -> Any:
+def _json_no_nul(value: Any) -> tuple[Any, str]:
+    """``value`` with NUL replaced, and its JSON text."""
     try:
-        if b"\\u0000" not in orjson.dumps(value):
-            return value
+        encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise _Invalid(f"inputs and outputs must be JSON: {exc}") from None
-    return _replace_nul(value)
+    if b"\\u0000" in encoded:
+        value = _replace_nul(value)
+        encoded = orjson.dumps(value)
+    return value, json_text(value, encoded)
 
 
 def _replace_nul(value: Any) -> Any:
@@ -186,8 +204,8 @@ def _replace_nul(value: Any) -> Any:
 
 
 def _drop_unknown_references(
-    session: Session, rows: list[tuple[int, dict[str, Any]]], result: IngestResult
-) -> list[tuple[int, dict[str, Any]]]:
+    session: Session, rows: list[tuple[int, _Row]], result: IngestResult
+) -> list[tuple[int, _Row]]:
     deployment_ids = {row["deployment_id"] for _, row in rows}
     version_ids = {row["model_version_id"] for _, row in rows} - {None}
     known_deployments = set(
@@ -198,7 +216,7 @@ def _drop_unknown_references(
         if version_ids
         else set()
     )
-    kept: list[tuple[int, dict[str, Any]]] = []
+    kept: list[tuple[int, _Row]] = []
     for index, row in rows:
         if row["deployment_id"] not in known_deployments:
             result.rejected.append(
@@ -232,42 +250,106 @@ def _insert_for(session: Session) -> Any:
 
 
 def _insert_chunk(
-    session: Session, insert: Any, chunk: list[tuple[int, dict[str, Any]]], result: IngestResult
+    session: Session, insert: Any, chunk: list[tuple[int, _Row]], result: IngestResult
 ) -> None:
     params = [row for _, row in chunk]
+    store = _copy_rows if session.get_bind().dialect.name == "postgresql" else _execute_rows
     try:
-        with session.begin_nested():
-            inserted = _rowcount(session.execute(insert, params))
-            if 0 < inserted < len(chunk):
-                # Some rows were replays: ask again with RETURNING (rare, slower) so that
-                # rollups add exactly the rows this call stored.
-                raise _Partial
-    except _Partial:
         try:
+            with session.begin_nested():
+                new_rows = store(session, insert, params)
+        except _Partial:
             with session.begin_nested():
                 returning = insert.returning(_TABLE.c.request_id, _TABLE.c.role)
                 stored = {(r.request_id, r.role) for r in session.execute(returning, params)}
-        except (sa.exc.IntegrityError, sa.exc.DataError):
-            for index, row in chunk:
-                _insert_one(session, insert, index, row, result)
-            return
-        inserted = len(stored)
-        new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
+            new_rows = [row for row in params if (row["request_id"], row["role"]) in stored]
     except (sa.exc.IntegrityError, sa.exc.DataError):
         # One record the checks above let through (a deployment deleted meanwhile, a value the
         # database refuses): find it one savepoint per record, keep the others.
         for index, row in chunk:
             _insert_one(session, insert, index, row, result)
         return
-    else:
-        new_rows = params if inserted else []
     rollups.update(session, new_rows)
-    _count(chunk, inserted, result)
+    _count(chunk, len(new_rows), result)
 
 
-def _insert_one(
-    session: Session, insert: Any, index: int, row: dict[str, Any], result: IngestResult
-) -> None:
+def _execute_rows(session: Session, insert: Any, params: list[_Row]) -> list[_Row]:
+    """Executemany of the dialect insert (SQLite); returns the rows it stored."""
+    inserted = _rowcount(session.execute(insert, params))
+    if inserted in (0, len(params)):
+        return params if inserted else []
+    # Some rows were replays: ask again with RETURNING (rare) so that rollups add exactly the
+    # rows this call stored. Nothing of the first try is kept: undo it with a savepoint.
+    raise _Partial
+
+
+_STAGE = "konan_staged_prediction_logs"
+# The staging table has prediction_logs' column types (`at` is timestamptz there too) and no
+# constraints: the unique key and the foreign keys are checked by the INSERT … SELECT.
+_STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    request_id text, deployment_id bigint, model_version_id bigint, role text,
+    at timestamptz, bucket_start bigint, inputs jsonb, outputs jsonb,
+    latency_ms double precision, status_code integer, error text
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = (
+    "request_id, deployment_id, model_version_id, role, at, bucket_start, inputs, outputs, "
+    "latency_ms, status_code, error"
+)
+_MOVE = sa.text(
+    f"INSERT INTO prediction_logs ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGE} "  # noqa: S608 - constant names
+    "ON CONFLICT (request_id, role) DO NOTHING RETURNING request_id, role"
+)
+_EMPTY_STAGE = sa.text(f"TRUNCATE {_STAGE}")  # for the next chunk of the same transaction
+
+
+def _copy_rows(session: Session, insert: Any, params: list[_Row]) -> list[_Row]:
+    """PostgreSQL: COPY the chunk into a session-private staging table, then move it with one
+    INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING: COPY's transfer (no per-row statement)
+    with the unique (request_id, role) still deciding, and RETURNING naming exactly the rows
+    stored, for the rollups. The staging table lives as long as the connection; it is emptied
+    after each chunk and at commit."""
+    import psycopg
+
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE_DDL)
+            with cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(_staged(row))
+    except psycopg.DataError as exc:
+        # Raised by the driver itself (COPY is not a SQLAlchemy statement): translate, so the
+        # caller's per-record fallback and the consumer's error handling see the usual types.
+        raise sa.exc.DataError(f"COPY {_STAGE}", None, exc) from exc
+    except psycopg.OperationalError as exc:
+        raise sa.exc.OperationalError(f"COPY {_STAGE}", None, exc) from exc
+    returned = session.execute(_MOVE).all()  # fetched at once: a row-by-row fetch costs µs each
+    session.execute(_EMPTY_STAGE)
+    if len(returned) == len(params):
+        return params
+    stored = {(request_id, role) for request_id, role in returned}
+    return [row for row in params if (row["request_id"], row["role"]) in stored]
+
+
+def _staged(row: _Row) -> tuple[Any, ...]:
+    return (
+        row["request_id"],
+        row["deployment_id"],
+        row["model_version_id"],
+        row["role"],
+        row["at"],
+        row["bucket_start"],
+        *row.json,
+        row["latency_ms"],
+        row["status_code"],
+        row["error"],
+    )
+
+
+def _insert_one(session: Session, insert: Any, index: int, row: _Row, result: IngestResult) -> None:
     try:
         with session.begin_nested():
             inserted = _rowcount(session.execute(insert, [row]))
@@ -284,7 +366,7 @@ def _rowcount(result: sa.Result[Any]) -> int:
     return count
 
 
-def _count(chunk: list[tuple[int, dict[str, Any]]], inserted: int, result: IngestResult) -> None:
+def _count(chunk: list[tuple[int, _Row]], inserted: int, result: IngestResult) -> None:
     result.inserted += inserted
     result.duplicates += len(chunk) - inserted
     oldest = min(row["at"] for _, row in chunk).timestamp()

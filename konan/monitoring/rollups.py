@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -270,32 +269,45 @@ def histogram_counts(
     rows: Sequence[Mapping[str, Any]], version_bins: Mapping[int, VersionBins | None]
 ) -> dict[tuple[Any, ...], int]:
     """Per (deployment, version, hour, feature, bin): how many live values to add."""
-    # Gather each feature's values per (deployment, version, hour) so numpy counts them at once.
-    values: dict[tuple[int, int, int], dict[str, list[Any]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    out: dict[tuple[Any, ...], int] = {}
+    for (deployment_id, version_id, hour), (items, predictions) in _gather(
+        rows, version_bins
+    ).items():
+        features = version_bins[version_id].features  # type: ignore[union-attr]
+        # Decoded JSON: input rows are dicts; anything else counts as missing in every feature.
+        dicts = [item if type(item) is dict else _NO_VALUES for item in items]
+        for name, bins in features.items():
+            # One column at a time over the whole group, so numpy bins it in one call.
+            column = predictions if name == PREDICTION else [item.get(name) for item in dicts]
+            for index, n in bin_counts(bins, column).items():
+                out[(deployment_id, version_id, hour, name, index)] = n
+    return out
+
+
+_NO_VALUES: dict[str, Any] = {}
+
+
+def _gather(
+    rows: Sequence[Mapping[str, Any]], version_bins: Mapping[int, VersionBins | None]
+) -> dict[tuple[int, int, int], tuple[list[Any], list[Any]]]:
+    """Per (deployment, version, hour): every input row and every prediction of ``rows``, in
+    two flat lists (one pass over the records; nothing per feature yet)."""
+    groups: dict[tuple[int, int, int], tuple[list[Any], list[Any]]] = {}
     for row in rows:
         version_id = row["model_version_id"]
         bins = version_bins.get(version_id) if version_id else None
         if bins is None or not bins.features:
             continue
-        group = values[(row["deployment_id"], version_id, int(row["bucket_start"]) // HOUR * HOUR)]
-        # Decoded JSON: rows are dicts; anything else counts as missing in every feature.
-        inputs = [item if type(item) is dict else {} for item in row.get("inputs") or []]
-        for name in bins.features:
-            if name != PREDICTION:
-                group[name].extend([item.get(name) for item in inputs])
+        key = (row["deployment_id"], version_id, int(row["bucket_start"]) // HOUR * HOUR)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ([], [])
+        group[0].extend(row.get("inputs") or [])
         if PREDICTION in bins.features:
             predictions = (row.get("outputs") or {}).get("predictions")
             if isinstance(predictions, list):
-                group[PREDICTION].extend(predictions)
-    out: dict[tuple[Any, ...], int] = {}
-    for (deployment_id, version_id, hour), columns in values.items():
-        features = version_bins[version_id].features  # type: ignore[union-attr]
-        for name, column in columns.items():
-            for index, n in bin_counts(features[name], column).items():
-                out[(deployment_id, version_id, hour, name, index)] = n
-    return out
+                group[1].extend(predictions)
+    return groups
 
 
 # ---- the upsert ---------------------------------------------------------------------------
@@ -315,12 +327,37 @@ def _upsert(
 ) -> None:
     if not params:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_arrays(session, table, key, sums, params)
+        return
     stmt = _insert(session, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(key),
         set_={name: table.c[name] + stmt.excluded[name] for name in sums},
     )
     session.execute(stmt, params)
+
+
+def _upsert_arrays(
+    session: Session, table: sa.Table, key: Sequence[str], sums: Sequence[str], params: list[Any]
+) -> None:
+    """PostgreSQL: the same upsert as one statement over one array per column (``unnest``):
+    one round trip and one plan for the batch's few hundred rollup rows, instead of a pipelined
+    statement per row. Keys are unique within ``params``, as ON CONFLICT DO UPDATE requires."""
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer.quote
+    columns = [*key, *sums]
+    arrays = ", ".join(
+        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in columns
+    )
+    target = quote(table.name)
+    updates = ", ".join(f"{quote(n)} = {target}.{quote(n)} + excluded.{quote(n)}" for n in sums)
+    statement = sa.text(
+        f"INSERT INTO {target} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608 - names from the table
+        f"SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {updates}"
+    )
+    session.execute(statement, {name: [p[name] for p in params] for name in columns})
 
 
 @dataclass(frozen=True)

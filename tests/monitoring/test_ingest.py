@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from konan.db.engine import unit_of_work
+from konan.db.engine import dumps_json, unit_of_work
 from konan.monitoring.ingest import (
     DATABASE_REJECTED,
     INVALID,
@@ -15,7 +18,7 @@ from konan.monitoring.ingest import (
     UNKNOWN_MODEL_VERSION,
     ingest,
 )
-from konan.monitoring.orm import PredictionLog
+from konan.monitoring.orm import HealthMinute, PredictionLog
 
 from ._support import record
 from .conftest import Refs, stored
@@ -150,3 +153,63 @@ def test_a_record_the_database_refuses_is_rejected_alone(
     else:
         assert result.rejected == []
         assert kept == ["req-000000", "req-000001", "req-000002"]
+
+
+def test_chunks_of_one_transaction_each_store_only_their_own_new_rows(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    # Several chunks in one unit of work, one of them partly replays: on PostgreSQL each chunk
+    # goes through the staging table, which must be empty again for the next one.
+    with unit_of_work(session_factory) as session:
+        ingest(session, [record(i, refs.deployment_id) for i in (1, 4)])
+    batch = [record(i, refs.deployment_id) for i in range(8)]
+    with unit_of_work(session_factory) as session:
+        result = ingest(session, batch, chunk_size=3)
+        again = ingest(session, batch[5:], chunk_size=3)  # same transaction: all replays
+
+    assert (result.inserted, result.duplicates, result.rejected) == (6, 2, [])
+    assert (again.inserted, again.duplicates) == (0, 3)
+    assert sorted(r for r, _ in stored(session_factory)) == [f"req-{i:06d}" for i in range(8)]
+    with session_factory() as session:
+        requests = session.scalar(sa.select(sa.func.sum(HealthMinute.requests)))
+    assert requests == 8  # the rollups counted each row once
+
+
+def test_a_refused_record_in_a_later_chunk_leaves_the_other_chunks_alone(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    odd = {**record(4, refs.deployment_id), "inputs": [{"x": float("inf")}]}
+    batch = [record(i, refs.deployment_id) for i in range(4)] + [odd, record(5, refs.deployment_id)]
+    with unit_of_work(session_factory) as session:
+        dialect = session.get_bind().dialect.name
+        result = ingest(session, batch, chunk_size=2)
+
+    kept = {r for r, _ in stored(session_factory)}
+    if dialect == "postgresql":  # JSONB refuses Infinity; SQLite stores it
+        assert [(r.index, r.reason) for r in result.rejected] == [(4, DATABASE_REJECTED)]
+        assert kept == {f"req-{i:06d}" for i in (0, 1, 2, 3, 5)}
+    else:
+        assert (result.inserted, result.rejected) == (6, [])
+    with session_factory() as session:
+        requests = session.scalar(sa.select(sa.func.sum(HealthMinute.requests)))
+    assert requests == len(kept)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"a": 1.5, "b": None, "c": "é\x00"}],
+        {"predictions": [1, 0], "probabilities": [[0.25, 0.75]]},
+        {1: "int key"},  # orjson refuses it, the stdlib writes "1"
+        [2**70],  # beyond 64 bits: the same
+        [float("nan"), float("inf")],  # orjson would write null: the stdlib's NaN is kept
+    ],
+)
+def test_the_json_serializer_writes_what_the_stdlib_would_mean(value: Any) -> None:
+    # The engine's JSON serializer (orjson for speed) must never store another value than the
+    # stdlib json module did: same document when parsed back, NaN/Infinity kept as such (so
+    # PostgreSQL still refuses them rather than storing null).
+    def canonical(text: str) -> str:
+        return json.dumps(json.loads(text), sort_keys=True)
+
+    assert canonical(dumps_json(value)) == canonical(json.dumps(value))

@@ -22,7 +22,13 @@ from konan.monitoring.orm import (
     HealthMinute,
     PredictionLog,
 )
-from konan.monitoring.rollups import BIN_CACHE, MISSING_BIN, PREDICTION
+from konan.monitoring.rollups import (
+    BIN_CACHE,
+    MISSING_BIN,
+    PREDICTION,
+    VersionBins,
+    histogram_counts,
+)
 from konan.registry.binning import categorical_bins, numeric_bins
 from konan.registry.orm import Dataset, DatasetVersion, ModelVersion
 from tests.factories import Seeded, seed_deployment
@@ -314,3 +320,44 @@ def test_a_version_without_reference_data_gets_health_but_no_histograms(
     with session_factory() as session:
         assert stored_histograms(session) == Counter()
         assert sum(v["requests"] for v in stored_health(session).values()) == len(records)
+
+
+def test_histogram_counts_take_each_feature_column_over_the_whole_batch() -> None:
+    # Pure counting, no database: rows of several records, hours and versions are gathered per
+    # (deployment, version, hour) and binned column by column.
+    bins = VersionBins(
+        1,
+        {
+            "x": numeric_bins(np.array([1.0, 2.0, 3.0, 4.0])),
+            "c": categorical_bins(["a", "a", "b"]),
+            PREDICTION: categorical_bins([0, 1]),
+        },
+    )
+    edges = bins.features["x"].edges  # type: ignore[union-attr]
+    low, high = float(edges[0]) - 1.0, float(edges[-1]) + 1.0
+    rows = [
+        {"deployment_id": 5, "model_version_id": 7, "bucket_start": T0 + 60,
+         "inputs": [{"x": low, "c": "a"}, "not a row", {"x": None, "c": "zzz"}],
+         "outputs": {"predictions": [0, 1, 1]}},
+        {"deployment_id": 5, "model_version_id": 7, "bucket_start": T0 + 3599,
+         "inputs": [{"x": high}], "outputs": {"predictions": "not a list"}},
+        {"deployment_id": 5, "model_version_id": 7, "bucket_start": T0 + 3600,
+         "inputs": [{"x": low, "c": "b"}], "outputs": {}},
+        {"deployment_id": 5, "model_version_id": None, "bucket_start": T0,  # no version: none
+         "inputs": [{"x": low}], "outputs": {"predictions": [0]}},
+    ]  # fmt: skip
+    counts = histogram_counts(rows, {7: bins})
+
+    last = len(edges)  # the bin above the last edge
+    assert counts == {
+        (5, 7, T0, "x", 0): 1,
+        (5, 7, T0, "x", last): 1,
+        (5, 7, T0, "x", MISSING_BIN): 2,  # None and the row that is no object
+        (5, 7, T0, "c", 0): 1,  # "a"
+        (5, 7, T0, "c", 3): 1,  # "zzz": unseen (the reference has no other)
+        (5, 7, T0, "c", MISSING_BIN): 2,  # absent from the 2nd row and the row that is no object
+        (5, 7, T0, PREDICTION, 0): 1,
+        (5, 7, T0, PREDICTION, 1): 2,
+        (5, 7, T0 + 3600, "x", 0): 1,
+        (5, 7, T0 + 3600, "c", 1): 1,
+    }
