@@ -20,10 +20,10 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,9 +516,11 @@ class _Marker:
 class LogProducer:
     """Logs records from the predict path without waiting on any I/O.
 
-    ``submit`` encodes the record and puts it on a bounded in-memory queue; it returns False
+    ``submit`` encodes the record and appends it to a bounded in-memory queue; it returns False
     (and counts the record as shed) when the queue is full, so the caller can answer 503 rather
-    than 200 with a dropped record. A background thread writes batches to ``target`` (Redis)
+    than 200 with a dropped record. The queue is a deque (appends and pops are atomic, no lock);
+    the thread is woken once per batch, not per record, because the predict path pays for
+    every lock and notify. A background thread writes batches to ``target`` (Redis)
     or, with no target or while the target is unreachable, to the spool. While spooled records
     wait, new ones are spooled behind them, and the spool is replayed into the target oldest
     first once it answers again, so per-producer order holds. A batch neither store accepts
@@ -541,7 +543,9 @@ class LogProducer:
     ) -> None:
         self.spool = spool
         self.target = target
-        self._queue: queue.Queue[bytes | _Marker] = queue.Queue(maxsize=queue_size)
+        self._queue: deque[bytes | _Marker] = deque()
+        self._queue_size = queue_size
+        self._wake = threading.Event()
         self._batch_size = batch_size
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -567,20 +571,20 @@ class LogProducer:
         except (TypeError, orjson.JSONEncodeError):
             metrics.SHED.labels("unencodable").inc()
             return False
-        try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
+        queued = self._queue
+        if len(queued) >= self._queue_size:
             metrics.SHED.labels("queue_full").inc()
             return False
+        queued.append(payload)
+        if not self._wake.is_set():  # the thread clears it before it looks at the queue
+            self._wake.set()
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record submitted so far is in the target or in a sealed segment."""
         marker = _Marker()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.append(marker)  # markers do not count against the queue's size
+        self._wake.set()
         return marker.done.wait(timeout) and marker.ok
 
     @property
@@ -592,17 +596,11 @@ class LogProducer:
         if self._closed:
             return
         self._closed = True
-        marker = _Marker(stop=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._queue.put(marker, timeout=max(0.01, deadline - time.monotonic()))
-                break
-            except queue.Full:
-                # The stores refuse and the queue is full: shed what is left (counted).
-                self._abandon.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._queue.append(_Marker(stop=True))
+        self._wake.set()
+        self._thread.join(timeout)
         if self._thread.is_alive():
+            # The stores refuse: stop retrying and shed what is left (counted).
             self._abandon.set()
             self._thread.join()
         try:
@@ -642,25 +640,22 @@ class LogProducer:
     def _take(self) -> tuple[list[bytes], list[_Marker]]:
         payloads: list[bytes] = []
         markers: list[_Marker] = []
-        try:
-            item = self._queue.get(timeout=self._tick_interval)
-        except queue.Empty:
-            return payloads, markers
-        if self._linger and self._queue.qsize() < self._batch_size:
+        queued = self._queue
+        self._wake.clear()  # before looking: a submit after this sets it again
+        if not queued:
+            self._wake.wait(self._tick_interval)
+            if not queued:
+                return payloads, markers
+        if self._linger and len(queued) < self._batch_size:
             # Let a batch gather (as Kafka's linger.ms): one write per few ms instead of a
             # wake-up, a GIL hand-off and a write per record, which the predict path pays for.
             time.sleep(self._linger)
-        while True:
+        while queued and len(payloads) < self._batch_size:
+            item = queued.popleft()
             if isinstance(item, _Marker):
                 markers.append(item)
                 break  # everything before the marker is in this batch
             payloads.append(item)
-            if len(payloads) >= self._batch_size:
-                break
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
         return payloads, markers
 
     def _deliver_until_done(self, payloads: list[bytes]) -> bool:
@@ -762,11 +757,8 @@ class LogProducer:
     def _drain_after_stop(self) -> None:
         # Only records a racing submit slipped in after the stop marker can be left.
         leftovers: list[bytes] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while self._queue:
+            item = self._queue.popleft()
             if isinstance(item, _Marker):
                 item.ok = False
                 item.done.set()

@@ -1,17 +1,17 @@
-"""The model server: one process per deployment replica, a plain ASGI callable under uvicorn.
+"""The model server: one process per deployment replica, our HTTP/1.1 protocol inside uvicorn.
 
 `Replica` holds what the process serves (the routing table, the key set, the log producer, the
-shadow runner) and the threads that keep it current. `ServingApp` is the ASGI callable: the
-predict path is written out by hand — header scan, key check, body, validation, model call,
-one enqueue, one response — because it is what the benchmarks measure. `serve()` creates the
-sockets (SO_REUSEPORT on request, so replicas can share a port) and runs uvicorn on them with
-uvloop and httptools. With an admin port, the public socket is only bound at start and starts
-listening once the replica is ready: the kernel spreads a shared port's connections over every
-listener, so a replica still loading must not be one (F02). On SIGTERM it turns /readyz to 503,
-closes the listeners (queued connections move to the other replicas when
-net.ipv4.tcp_migrate_req is on), gives connections it accepted but has no request from yet a
-short grace to send one, lets in-flight requests finish and flushes the prediction log before
-exiting 0 (F01).
+shadow runner) and the threads that keep it current. `ServingApp` answers requests for
+`konan.serving.http.HttpProtocol`: the predict path is written out by hand — header scan, key
+check, body, validation, model call, one enqueue, one response in one write — because it is what
+the benchmarks measure. `serve()` creates the sockets (SO_REUSEPORT on request, so replicas can
+share a port) and runs uvicorn's server on them with uvloop and that protocol. With an admin
+port, the public socket is only bound at start and starts listening once the replica is ready:
+the kernel spreads a shared port's connections over every listener, so a replica still loading
+must not be one (F02). On SIGTERM it turns /readyz to 503, closes the listeners (queued
+connections move to the other replicas when net.ipv4.tcp_migrate_req is on), gives connections
+it accepted but has no request from yet a short grace to send one, lets in-flight requests
+finish and flushes the prediction log before exiting 0 (F01).
 
 This module is the data plane's composition root. It must not import the database, Celery,
 FastAPI or any control-plane module (a test checks that in a fresh interpreter).
@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, MutableMapping, Sequence
+from collections.abc import Awaitable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,22 +53,18 @@ from konan.monitoring.stream import (
     make_producer,
     redis_url,
 )
+from konan.serving.http import HttpProtocol, RequestHead, Response, json_response
 from konan.serving.key_limits import KeyRateLimiter
 from konan.serving.keys import KeyCache, KeyRefresher
 from konan.serving.metrics import ServingMetrics
 from konan.serving.outputs import dumps, jsonable
-from konan.serving.routing import RoutingTable
+from konan.serving.routing import Role, RoutingTable
 from konan.serving.shadow import ShadowJob, ShadowRunner
 from konan.serving.spec import SERVING_TOKEN_ENV, ServingSpec
-from konan.serving.validation import Rejected, parse_body
+from konan.serving.validation import Checked, Rejected, parse_body
 from konan.serving.versions import LoadedVersion, ModelLoader, Reloader
 
 log = logging.getLogger("konan.serving")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _QUERY_CREDENTIALS = frozenset(
@@ -77,8 +73,8 @@ _QUERY_CREDENTIALS = frozenset(
 _DEPLOYMENT_PREFIX = "/api/v1/deployments/"
 _JSON = (b"content-type", b"application/json")
 _RETRY_AFTER = ((b"retry-after", b"1"),)
-_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
-_CONNECTION_CLOSE = (b"connection", b"close")
+_ALLOW_POST = ((b"allow", b"POST"),)
+_ALLOW_GET = ((b"allow", b"GET, HEAD"),)
 BACKLOG = 2048
 
 
@@ -323,9 +319,26 @@ def _is_json(content_type: bytes) -> bool:
     return media == b"application/json"
 
 
+@dataclass(slots=True, eq=False)
+class _Predict:
+    """A predict request admitted at head time (key, deployment, media type, declared size):
+    what `finish` needs once the body is in."""
+
+    started: float
+    table: RoutingTable
+    request_id: str
+    sticky: bytes | None
+
+
 class ServingApp:
-    """The ASGI callable. Public socket: predict, /healthz, /readyz; /metrics and /stats need
-    the serving token. Admin socket (the supervisor's, one per replica): all of them, open."""
+    """The request handler behind `konan.serving.http.HttpProtocol`. Public socket: predict,
+    /healthz, /readyz; /metrics and /stats need the serving token. Admin socket (the
+    supervisor's, one per replica): all of them, open.
+
+    A predict request is checked in `head` (query credentials, readiness, key, deployment,
+    rate limit, media type, declared size), so a refused one costs no body parsing; `finish`
+    parses, validates, calls the model (inline, or in a worker thread for a slow model),
+    enqueues one log record and answers."""
 
     def __init__(
         self,
@@ -342,59 +355,38 @@ class ServingApp:
         self.max_body_bytes = max_body_bytes
         self._ids = RequestIds()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self._lifespan(receive, send)
-            return
-        if self.replica.draining:
-            # Answer what arrives, then close: the client's next request goes to a replica
-            # that stays.
-            send = _closing(send)
-        path: str = scope["path"]
-        method: str = scope["method"]
+    @property
+    def closing(self) -> bool:
+        # Draining: answer what arrives with `Connection: close`, so the client's next request
+        # goes to a replica that stays.
+        return self.replica.draining
+
+    def head(self, request: RequestHead) -> Response | _Predict:
+        path = request.path
+        method = request.method
         if path == "/predict" or (
             path.startswith(_DEPLOYMENT_PREFIX) and path.endswith("/predict")
         ):
             if method != "POST":
-                await _send_json(
-                    send,
-                    405,
-                    {"detail": "use POST", "code": "method_not_allowed"},
-                    ((b"allow", b"POST"),),
+                return json_response(
+                    405, {"detail": "use POST", "code": "method_not_allowed"}, _ALLOW_POST
                 )
-                return
-            name = None
-            if path != "/predict":
-                name = path[len(_DEPLOYMENT_PREFIX) : -len("/predict")]
-            replica = self.replica
-            replica.in_flight += 1
-            replica.requests_total += 1
-            try:
-                await self._predict(scope, receive, send, name)
-            finally:
-                replica.in_flight -= 1
-            return
+            name = path[len(_DEPLOYMENT_PREFIX) : -len("/predict")] if path != "/predict" else None
+            return self._admit(request, name)
         if method not in ("GET", "HEAD"):
             if path in ("/healthz", "/readyz", "/metrics", "/stats"):
-                await _send_json(
-                    send,
-                    405,
-                    {"detail": "use GET", "code": "method_not_allowed"},
-                    ((b"allow", b"GET, HEAD"),),
+                return json_response(
+                    405, {"detail": "use GET", "code": "method_not_allowed"}, _ALLOW_GET
                 )
-            else:
-                await _send_json(send, 404, {"detail": "not found", "code": "not_found"})
-            return
-        admin = self.admin_port is not None and _local_port(scope) == self.admin_port
+            return _not_found()
+        admin = self.admin_port is not None and request.local_port == self.admin_port
         if path == "/healthz":
-            await _send_json(send, 200, {"status": "ok"})
-        elif path == "/readyz":
-            await self._readyz(send, admin)
-        elif path in ("/metrics", "/stats"):
-            if not admin and not self._operator(scope):
-                await _send_json(
-                    send,
+            return json_response(200, {"status": "ok"})
+        if path == "/readyz":
+            return self._readyz(admin)
+        if path in ("/metrics", "/stats"):
+            if not admin and not self._operator(request.headers):
+                return json_response(
                     401,
                     {
                         "detail": "use the admin port, or send the serving token "
@@ -403,23 +395,24 @@ class ServingApp:
                     },
                     ((b"www-authenticate", b'Bearer realm="konan"'),),
                 )
-            elif path == "/metrics":
-                body = self.metrics.render()
-                await _send(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
-            else:
-                await _send_json(send, 200, self.replica.stats())
-        else:
-            await _send_json(send, 404, {"detail": "not found", "code": "not_found"})
+            if path == "/metrics":
+                return Response(
+                    200,
+                    self.metrics.render(),
+                    ((b"content-type", b"text/plain; version=0.0.4"),),
+                )
+            return json_response(200, self.replica.stats())
+        return _not_found()
 
-    def _operator(self, scope: Scope) -> bool:
+    def _operator(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self._token is None:
             return False
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"authorization":
                 return hmac.compare_digest(value, b"Bearer " + self._token)
         return False
 
-    async def _readyz(self, send: Send, admin: bool) -> None:
+    def _readyz(self, admin: bool) -> Response:
         replica = self.replica
         ready, reason = replica.readiness()
         table = replica.reloader.table
@@ -435,58 +428,16 @@ class ServingApp:
         }
         if not ready:
             doc["reason"] = reason
-        await _send_json(send, 200 if ready else 503, doc)
+        return json_response(200 if ready else 503, doc)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _read_body(self, receive: Receive, content_length: bytes | None) -> bytes | None:
-        limit = self.max_body_bytes
-        if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
-                raise Rejected(
-                    400, "bad_request", "invalid Content-Length", code="bad_request"
-                ) from None
-            if declared > limit:
-                raise _too_large(limit)
-        message = await receive()
-        if message["type"] != "http.request":
-            return None  # the client went away
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > limit:
-                raise _too_large(limit)
-            return body
-        chunks = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, name: str | None) -> None:
+    def _admit(self, request: RequestHead, name: str | None) -> Response | _Predict:
         started = time.perf_counter()
         replica = self.replica
-        metrics = self.metrics
+        replica.requests_total += 1
         table: RoutingTable | None = replica.reloader.table
         sticky_name = table.sticky_header if table is not None else None
         authorization = content_type = content_length = request_id_header = sticky = None
-        for header, value in scope["headers"]:
+        for header, value in request.headers:
             if header == b"authorization":
                 authorization = value
             elif header == b"content-type":
@@ -502,7 +453,7 @@ class ServingApp:
         else:
             request_id = self._ids.new()
         try:
-            if scope["query_string"] and _query_has_credentials(scope["query_string"]):
+            if request.query and _query_has_credentials(request.query):
                 raise Rejected(
                     401,
                     "key_in_query",
@@ -537,35 +488,88 @@ class ServingApp:
                     "send the body as JSON with 'Content-Type: application/json'",
                     code="unsupported_media_type",
                 )
-            body = await self._read_body(receive, content_length)
-            if body is None:
-                return
+            if content_length is not None:
+                self._check_length(content_length)
+        except Rejected as exc:
+            return self._rejected(exc, request_id)
+        return _Predict(started, table, request_id, sticky)
+
+    def _check_length(self, content_length: bytes) -> None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise Rejected(
+                400, "bad_request", "invalid Content-Length", code="bad_request"
+            ) from None
+        if declared > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+
+    def _rejected(self, exc: Rejected, request_id: str) -> Response:
+        metrics = self.metrics
+        metrics.rejections[exc.reason] += 1
+        metrics.requests[(None, "", exc.status)] += 1
+        payload = exc.payload()
+        payload["request_id"] = request_id
+        # A body too large to read is not read: the connection closes after the answer.
+        return json_response(
+            exc.status,
+            payload,
+            (*exc.headers, (b"x-request-id", request_id.encode())),
+            close=exc.status == 413,
+        )
+
+    def finish(self, ticket: _Predict, body: bytes) -> Response | Awaitable[Response]:
+        table = ticket.table
+        try:
             rows = parse_body(body, table.max_batch_rows)
-            version, role = table.choose(sticky)
+            version, role = table.choose(ticket.sticky)
             checked = version.checker.validate(rows)
         except Rejected as exc:
-            metrics.rejections[exc.reason] += 1
-            metrics.requests[(None, "", exc.status)] += 1
-            payload = exc.payload()
-            payload["request_id"] = request_id
-            await _send_json(
-                send, exc.status, payload, (*exc.headers, (b"x-request-id", request_id.encode()))
-            )
-            return
-
+            return self._rejected(exc, ticket.request_id)
         at = time.time()
+        if version.offload:
+            return self._offloaded(ticket, version, role, rows, checked, at)
         try:
-            if version.offload:
-                loop = asyncio.get_running_loop()
-                labels, proba = await loop.run_in_executor(
-                    replica.model_pool, version.predict, checked
-                )
-            else:
-                labels, proba = version.predict(checked)
+            labels, proba = version.predict(checked)
         except Exception as exc:
-            await self._model_failed(send, table, version, role, rows, request_id, at, started, exc)
-            return
+            return self._model_failed(ticket, version, role, rows, at, exc)
+        return self._answer(ticket, version, role, rows, checked, at, labels, proba)
 
+    async def _offloaded(
+        self,
+        ticket: _Predict,
+        version: LoadedVersion,
+        role: Role,
+        rows: list[Any],
+        checked: Checked,
+        at: float,
+    ) -> Response:
+        replica = self.replica
+        replica.in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            labels, proba = await loop.run_in_executor(replica.model_pool, version.predict, checked)
+        except Exception as exc:
+            return self._model_failed(ticket, version, role, rows, at, exc)
+        finally:
+            replica.in_flight -= 1
+        return self._answer(ticket, version, role, rows, checked, at, labels, proba)
+
+    def _answer(
+        self,
+        ticket: _Predict,
+        version: LoadedVersion,
+        role: Role,
+        rows: list[Any],
+        checked: Checked,
+        at: float,
+        labels: Any,
+        proba: Any,
+    ) -> Response:
+        replica = self.replica
+        metrics = self.metrics
+        table = ticket.table
+        request_id = ticket.request_id
         predictions = jsonable(labels)
         outputs: dict[str, Any] = {"predictions": predictions}
         response: dict[str, Any] = {"predictions": predictions}
@@ -575,7 +579,7 @@ class ServingApp:
             outputs["flags"] = {"unseen_categories": checked.unseen}
         response["request_id"] = request_id
         response["model_version"] = version.version
-        latency = time.perf_counter() - started
+        latency = time.perf_counter() - ticket.started
         record: PredictionRecord = {
             "request_id": request_id,
             "deployment_id": table.deployment_id,
@@ -593,8 +597,7 @@ class ServingApp:
             metrics.log_shed += 1
             metrics.requests[(version.version, role, 503)] += 1
             replica.busy_seconds += latency
-            await _send_json(
-                send,
+            return json_response(
                 503,
                 {
                     "detail": "the prediction log cannot take records right now; retry shortly",
@@ -603,48 +606,40 @@ class ServingApp:
                 },
                 (*_RETRY_AFTER, (b"x-request-id", request_id.encode())),
             )
-            return
         try:
             body = dumps(response)
         except TypeError:  # an output orjson does not know: fall back to plain values
             body = dumps({k: jsonable(v) for k, v in response.items()})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    _JSON,
-                    (b"content-length", b"%d" % len(body)),
-                    (b"x-konan-model-version", version.header),
-                    (b"x-request-id", request_id.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         metrics.requests[(version.version, role, 200)] += 1
         version.histogram.observe(latency)
         replica.busy_seconds += latency
         if table.shadow is not None:
             replica.shadow.offer(ShadowJob(table.shadow, rows, request_id, table.deployment_id, at))
+        return Response(
+            200,
+            body,
+            (
+                _JSON,
+                (b"x-konan-model-version", version.header),
+                (b"x-request-id", request_id.encode()),
+            ),
+        )
 
-    async def _model_failed(
+    def _model_failed(
         self,
-        send: Send,
-        table: RoutingTable,
+        ticket: _Predict,
         version: LoadedVersion,
-        role: str,
+        role: Role,
         rows: list[Any],
-        request_id: str,
         at: float,
-        started: float,
         exc: Exception,
-    ) -> None:
+    ) -> Response:
         replica = self.replica
         replica.model_error(version, exc)
-        latency = time.perf_counter() - started
+        latency = time.perf_counter() - ticket.started
         record: PredictionRecord = {
-            "request_id": request_id,
-            "deployment_id": table.deployment_id,
+            "request_id": ticket.request_id,
+            "deployment_id": ticket.table.deployment_id,
             "model_version_id": version.model_version_id,
             "role": "canary" if role == "canary" else "champion",
             "at": at,
@@ -659,30 +654,18 @@ class ServingApp:
         self.metrics.requests[(version.version, role, 500)] += 1
         version.histogram.observe(latency)
         replica.busy_seconds += latency
-        await _send_json(
-            send,
+        return json_response(
             500,
             {
                 "detail": "the model failed on this input",
                 "code": "model_error",
-                "request_id": request_id,
+                "request_id": ticket.request_id,
             },
             (
                 (b"x-konan-model-version", version.header),
-                (b"x-request-id", request_id.encode()),
+                (b"x-request-id", ticket.request_id.encode()),
             ),
         )
-
-
-def _closing(send: Send) -> Send:
-    """`send` with `Connection: close` on the response (uvicorn then closes after it)."""
-
-    async def closing(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), _CONNECTION_CLOSE]}
-        await send(message)
-
-    return closing
 
 
 def _too_large(limit: int) -> Rejected:
@@ -695,31 +678,8 @@ def _too_large(limit: int) -> Rejected:
     )
 
 
-def _local_port(scope: Scope) -> int | None:
-    server = scope.get("server")
-    return server[1] if server else None
-
-
-async def _send(
-    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(
-    send: Send,
-    status: int,
-    document: Any,
-    headers: Sequence[tuple[bytes, bytes]] = _NO_HEADERS,
-) -> None:
-    await _send(send, status, dumps(document), [_JSON, *headers])
+def _not_found() -> Response:
+    return json_response(404, {"detail": "not found", "code": "not_found"})
 
 
 # ---- the process ---------------------------------------------------------------------------------
@@ -757,10 +717,8 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 
 def _waiting_for_request(connection: Any) -> bool:
     """A connection with no request in progress: it sent none yet, or is an idle keep-alive
-    connection. uvicorn's own shutdown closes these at once; `cycle` is the attribute it
-    decides by."""
-    cycle = getattr(connection, "cycle", None)
-    return cycle is None or bool(getattr(cycle, "response_complete", True))
+    connection (`HttpProtocol.idle`). Shutdown closes these at once."""
+    return bool(getattr(connection, "idle", True))
 
 
 class _Server(uvicorn.Server):
@@ -920,12 +878,12 @@ def serve(options: Options) -> int:
         max_body_bytes=settings.server.max_json_bytes,
     )
     config = uvicorn.Config(
-        app,
+        app,  # type: ignore[arg-type]  # not ASGI: HttpProtocol calls its head() and finish()
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
         ws="none",
         lifespan="off",
-        interface="asgi3",
+        interface="asgi3",  # skips uvicorn's inspection of the app
         access_log=False,
         proxy_headers=False,
         server_header=False,

@@ -21,7 +21,7 @@ JSON rules worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 
 from konan.registry.signature import FeatureSpec, Signature
+from konan.serving.flavors.columns import MatrixColumns
 
 MAX_STRING_CHARS = 10_000
 MAX_REPORTED_ERRORS = 20
@@ -172,7 +173,7 @@ def parse_body(body: bytes, max_rows: int) -> list[Any]:
 class Checked:
     """Valid rows as columns (signature order), plus what the log record should flag."""
 
-    columns: dict[str, Any]
+    columns: Mapping[str, Any]
     rows: int
     unseen: list[dict[str, Any]] | None = None
 
@@ -306,6 +307,7 @@ class Checker:
         self, signature: Signature, unseen_category: Literal["reject", "flag"] = "reject"
     ) -> None:
         self.names: tuple[str, ...] = tuple(f.name for f in signature.inputs)
+        self._index = {name: i for i, name in enumerate(self.names)}
         self._n = len(self.names)
         self._features = [_Feature.compile(f) for f in signature.inputs]
         self._unseen = unseen_category
@@ -338,7 +340,7 @@ class Checker:
             if not set(map(type, chain.from_iterable(values))) <= _NUMBER:
                 raise self._explain(rows)
             matrix = np.array(values, dtype=np.float64)
-            return Checked(dict(zip(self.names, matrix.T, strict=True)), len(rows))
+            return Checked(MatrixColumns(self.names, self._index, matrix), len(rows))
         by_feature = list(zip(*values, strict=True))
         for feature, column in zip(self._features, by_feature, strict=True):
             if not feature.column_ok(column):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,29 @@ from konan.core.errors import InvalidInput
 from konan.serving.flavors.base import Columns
 
 _NUMERIC_KINDS = frozenset("biuf")
+
+
+class MatrixColumns(Mapping[str, np.ndarray]):
+    """Numeric columns that the validator already holds as one float64 matrix [rows, features]
+    in signature order. A flavor that wants a matrix in that order takes it as it is
+    (`stacked`) instead of splitting it into columns and stacking them again, which cost more
+    than the model call for small requests."""
+
+    __slots__ = ("_index", "matrix", "names")
+
+    def __init__(self, names: tuple[str, ...], index: Mapping[str, int], matrix: np.ndarray):
+        self.names = names
+        self._index = index
+        self.matrix = matrix
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.matrix[:, self._index[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def as_array(values: Sequence[Any]) -> np.ndarray:
@@ -54,6 +77,18 @@ def matrix(arrays: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
     if dtype is object:
         return np.column_stack([a.astype(object) for a in arrays])
     return np.column_stack(arrays).astype(dtype, copy=False)
+
+
+def stacked(columns: Columns, names: Sequence[str] | None, dtype: Any) -> np.ndarray:
+    """The named columns (all, in order, when names is None) as one 2-D array of dtype."""
+    if (
+        isinstance(columns, MatrixColumns)
+        and dtype is not object
+        and (names is None or names is columns.names or tuple(names) == columns.names)
+    ):
+        return columns.matrix.astype(dtype, copy=False)
+    _, arrays = pick(columns, names)
+    return matrix(arrays, dtype)
 
 
 def scalar(value: Any) -> Any:

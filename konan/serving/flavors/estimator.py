@@ -18,7 +18,7 @@ import numpy as np
 
 from konan.core.errors import InvalidInput
 from konan.serving.flavors.base import Columns, Flavor
-from konan.serving.flavors.columns import is_numeric, matrix, pick, scalar
+from konan.serving.flavors.columns import MatrixColumns, is_numeric, matrix, pick, scalar, stacked
 
 
 class EstimatorModel:
@@ -58,6 +58,12 @@ class EstimatorModel:
         self.has_proba = callable(getattr(model, "predict_proba", None))
 
     def _input(self, columns: Columns) -> Any:
+        if isinstance(columns, MatrixColumns) and not self._frame_input:
+            block = stacked(columns, self.feature_names, np.float64)
+            if self.feature_names is None:
+                return block
+            pd = _pandas()
+            return pd.DataFrame(block, columns=self.feature_names, copy=False)
         names, arrays = pick(columns, self.feature_names)
         if self._frame_input or (
             self.feature_names is not None and not all(map(is_numeric, arrays))

@@ -22,7 +22,7 @@ import numpy as np
 
 from konan.core.errors import InvalidInput
 from konan.serving.flavors.base import Columns, Flavor
-from konan.serving.flavors.columns import matrix, pick, scalar
+from konan.serving.flavors.columns import matrix, pick, scalar, stacked
 
 if TYPE_CHECKING:
     import onnx
@@ -180,10 +180,10 @@ class OnnxModel:
                 for (name, dtype), array in zip(self._inputs, arrays, strict=True)
             }
         name, dtype = self._inputs[0]
+        if dtype is not object:
+            return {name: stacked(columns, self.feature_names, dtype)}
         _, arrays = pick(columns, self.feature_names)
-        if dtype is object:
-            return {name: matrix([_typed(a, object) for a in arrays], object)}
-        return {name: matrix(arrays, dtype)}
+        return {name: matrix([_typed(a, object) for a in arrays], object)}
 
     def _run(self, columns: Columns, names: list[str]) -> list[Any]:
         return list(self._session.run(names, self._feeds(columns)))
