@@ -5,7 +5,8 @@
     .venv/bin/python bench/profile_server.py --model rf --no-profile   # CPU per request only
 
 Prints requests/s, the server's CPU time per request (utime + stime from /proc, so it does not
-depend on how busy the rest of the machine is), and with py-spy the functions with the most
+depend much on how busy the rest of the machine is), its context switches per request (threads
+handing the GIL to each other), and with py-spy the functions with the most
 samples (self and inclusive). Uses serving.py's model, key endpoint and server start-up.
 """
 
@@ -29,9 +30,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving as bs  # bench/ is not a package: its folder goes on sys.path first
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, kernel_only: bool = False) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds by thread id (the main thread's id is the process id)."""
+    found: dict[int, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK"
+        )
+    return found
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches over the process's threads: a thread handing
+    the GIL back and forth shows here first."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended
+            continue
+        for line in text.splitlines():
+            if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
 
 
 def top(raw: Path, count: int) -> None:
@@ -93,6 +124,9 @@ def main() -> int:
             time.sleep(0.5)
         lua = str(Path(__file__).parent / "lua" / "post.lua")
         before = cpu_seconds(server.pid)
+        kernel = cpu_seconds(server.pid, kernel_only=True)
+        switches = context_switches(server.pid)
+        by_thread = thread_cpu_seconds(server.pid)
         wrk = subprocess.run(
             [
                 *("wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-s"),
@@ -105,13 +139,25 @@ def main() -> int:
             check=True,
         )
         used = cpu_seconds(server.pid) - before
+        kernel = cpu_seconds(server.pid, kernel_only=True) - kernel
+        switches = context_switches(server.pid) - switches
+        after = thread_cpu_seconds(server.pid)
+        main_thread = after.get(server.pid, 0.0) - by_thread.get(server.pid, 0.0)
         doc = json.loads(wrk.stdout.split("WRK_JSON ")[1].splitlines()[0])
         requests = doc["requests"]
         rate = requests / doc["duration_us"] * 1e6
         print(
             f"{args.model}, {args.rows} row(s), {args.connections} connections: {rate:,.0f} req/s"
         )
-        print(f"server CPU per request: {used / requests * 1e6:,.0f} µs")
+        print(
+            f"server CPU per request: {used / requests * 1e6:,.0f} µs "
+            f"({kernel / requests * 1e6:,.0f} µs of it in the kernel: sockets, files)"
+        )
+        print(
+            f"  of which the event-loop thread {main_thread / requests * 1e6:,.0f} µs, other "
+            f"threads (log producer, key refresh) {(used - main_thread) / requests * 1e6:,.0f} µs"
+        )
+        print(f"server context switches per request: {switches / requests:.2f}")
         if sampler is not None:
             sampler.wait()
             top(raw, 20)

@@ -539,7 +539,7 @@ class LogProducer:
         retry_max: float = 5.0,
         replay_check_interval: float = 1.0,
         tick_interval: float = 0.05,
-        linger: float = 0.005,
+        linger: float = 0.05,
     ) -> None:
         self.spool = spool
         self.target = target
@@ -647,8 +647,10 @@ class LogProducer:
             if not queued:
                 return payloads, markers
         if self._linger and len(queued) < self._batch_size:
-            # Let a batch gather (as Kafka's linger.ms): one write per few ms instead of a
-            # wake-up, a GIL hand-off and a write per record, which the predict path pays for.
+            # Let a batch gather (as Kafka's linger.ms): one write per 50 ms instead of a wake-up,
+            # a GIL hand-off and a write per record, which the predict path pays for (5 ms
+            # cost the server 5-7 µs more CPU per request at 8,000 req/s than 50 ms; records
+            # only reach the monitor that much later).
             time.sleep(self._linger)
         while queued and len(payloads) < self._batch_size:
             item = queued.popleft()

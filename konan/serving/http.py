@@ -219,15 +219,16 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        parsed = httptools.parse_url(self._url)
-        raw_path = (parsed.path or b"").decode("latin-1")
-        path = unquote(raw_path) if "%" in raw_path else raw_path
+        url = self._url
+        if url[:1] == b"/" and b"?" not in url and b"%" not in url:
+            path, query = url.decode("latin-1"), b""  # the common case, without parse_url
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path = (parsed.path or b"").decode("latin-1")
+            path = unquote(raw_path) if "%" in raw_path else raw_path
+            query = parsed.query or b""
         head = RequestHead(
-            self.parser.get_method().decode("ascii"),
-            path,
-            parsed.query or b"",
-            self._headers,
-            self.local_port,
+            self.parser.get_method().decode("ascii"), path, query, self._headers, self.local_port
         )
         request = _Request(head, self.parser.should_keep_alive())
         self.current = request
