@@ -121,7 +121,7 @@ class HttpProtocol(asyncio.Protocol):
         self.handler: Handler = config.app
         self.server_state = server_state
         self.idle_timeout: float = float(config.timeout_keep_alive)
-        self.loop = _loop or asyncio.get_event_loop()
+        self.loop = _loop or asyncio.get_running_loop()  # built by the loop, in its thread
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.local_port: int | None = None
