@@ -5,6 +5,9 @@ and RandomForest(100 trees, depth 10)) are served by
 
 - konan-onnx:    `python -m konan.serving`, the model registered as ONNX (skl2onnx, zipmap off),
 - konan-sklearn: the same server with the model as a skops artifact (scikit-learn predicts),
+- probe:         bench/peers/asgi_probe.py, issue 7's ceiling probe: a bare ASGI app on uvicorn
+                 with a hashed key check, per-row feature checks, onnxruntime and an in-memory
+                 log queue, and nothing else (what Konan's other features cost shows against it),
 - bare:          bench/peers/bare_fastapi.py, FastAPI + uvicorn calling model.predict,
 - mlflow-split:  `mlflow models serve --env-manager local` (one worker), `dataframe_split` body,
 - mlflow-inputs: the same MLflow server, `{"inputs": [{feature: value, ...}, ...]}` body (the
@@ -70,7 +73,15 @@ from lib.common import (
 from lib.venvs import PeerUnavailable, ensure_venv
 
 SERVING_TOKEN = "bench-serving-token"  # noqa: S105 - a throwaway token for a loopback server
-SYSTEMS = ("konan-onnx", "konan-sklearn", "bare", "mlflow-split", "mlflow-inputs", "bentoml")
+SYSTEMS = (
+    "konan-onnx",
+    "konan-sklearn",
+    "probe",
+    "bare",
+    "mlflow-split",
+    "mlflow-inputs",
+    "bentoml",
+)
 PEERS = {"mlflow-split": "mlflow", "mlflow-inputs": "mlflow", "bentoml": "bentoml"}
 # The body each system takes: a list of {feature: value} objects under "inputs" (Konan, bare,
 # BentoML, mlflow-inputs), or a pandas split frame (mlflow-split).
@@ -336,6 +347,30 @@ def start_bare(root: Path, model: str, skops_path: Path, cpus: str | None) -> Se
     return Server("bare", model, proc, proc.pid, f"http://127.0.0.1:{port}/predict", None, home)
 
 
+def start_probe(root: Path, model: str, onnx_path: Path, secret: str, cpus: str | None) -> Server:
+    home = root / f"probe-{model}"
+    home.mkdir(parents=True)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(BENCH / "peers" / "asgi_probe.py"),
+        *("--model", str(onnx_path), "--port", str(port), "--features", str(N_FEATURES)),
+        *("--key-sha256", hashlib.sha256(secret.encode()).hexdigest()),
+    ]
+    out_path, err_path = home / "server.out", home / "server.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=err, cwd=ROOT)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"probe exited early:\n{err_path.read_text()}")
+        return http_status(f"http://127.0.0.1:{port}/healthz") == 200
+
+    wait_for(up, timeout=60)
+    url = f"http://127.0.0.1:{port}/predict"
+    return Server("probe", model, proc, proc.pid, url, f"Bearer {secret}", home)
+
+
 def _start_peer(
     system: str,
     model: str,
@@ -558,6 +593,10 @@ def main() -> int:
                 servers["konan-sklearn", name] = start_konan(
                     root, name, "sklearn", skops_bytes, keys_url, secret, server_cpus, trusted
                 )
+            if "probe" in systems:
+                onnx_path = root / f"{name}.onnx"
+                onnx_path.write_bytes(to_onnx_bytes(model))
+                servers["probe", name] = start_probe(root, name, onnx_path, secret, server_cpus)
             if "bare" in systems:
                 servers["bare", name] = start_bare(root, name, skops_path, server_cpus)
             for peer, start in (("mlflow", start_mlflow), ("bentoml", start_bentoml)):
