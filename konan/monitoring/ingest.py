@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -67,6 +67,14 @@ class _Partial(Exception):
     """Raised inside a savepoint to undo an insert that stored only part of a chunk."""
 
 
+@dataclass
+class Prepared:
+    """A batch validated and turned into rows, not stored yet (see `prepare`)."""
+
+    rows: list[tuple[int, _Row]]  # (position in the batch, row)
+    result: IngestResult  # the records already set aside: invalid, or doubled in the batch
+
+
 def ingest(
     session: Session,
     records: Sequence[Mapping[str, Any] | Any],
@@ -74,6 +82,12 @@ def ingest(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> IngestResult:
     """Insert ``records`` (decoded JSON objects) into prediction_logs; flush, never commit."""
+    return store(session, prepare(records), chunk_size=chunk_size)
+
+
+def prepare(records: Sequence[Mapping[str, Any] | Any]) -> Prepared:
+    """Validate ``records`` and build their rows, without the database: the part of `ingest`
+    that the consumer runs for the next batch while the previous one is being stored."""
     result = IngestResult()
     rows: list[tuple[int, _Row]] = []
     seen: set[tuple[str, str]] = set()
@@ -89,10 +103,17 @@ def ingest(
             continue
         seen.add(key)
         rows.append((index, row))
-    if not rows:
-        return result
+    return Prepared(rows, result)
 
-    rows = _drop_unknown_references(session, rows, result)
+
+def store(
+    session: Session, prepared: Prepared, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> IngestResult:
+    """Insert a prepared batch; flush, never commit. May be called again after a failure."""
+    result = replace(prepared.result, rejected=list(prepared.result.rejected))
+    if not prepared.rows:
+        return result
+    rows = _drop_unknown_references(session, prepared.rows, result)
     insert = _insert_for(session)
     for start in range(0, len(rows), chunk_size):
         _insert_chunk(session, insert, rows[start : start + chunk_size], result)
