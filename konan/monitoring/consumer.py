@@ -1,9 +1,11 @@
 """The monitor process: moves prediction records from the log stream into prediction_logs.
 
-One loop: read a batch, store it in one unit of work, then dead-letter what could not be stored
-and ack the batch. A batch is acked only after its transaction committed, so a crash or an
-outage at any point leaves the records in the stream to be read again; the idempotent insert
-turns the replay into duplicates that are skipped, never into double rows.
+Per batch: read it, decode and validate it, store it in one unit of work, then dead-letter what
+could not be stored and ack the batch. `run` overlaps two batches (the next one is read and
+validated while the previous one is stored by a thread of its own); a batch is still acked only
+after its transaction committed, in order, so a crash or an outage at any point leaves the
+records in the stream to be read again; the idempotent insert turns the replay into duplicates
+that are skipped, never into double rows.
 """
 
 from __future__ import annotations
