@@ -267,7 +267,8 @@ class Pipeline:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONAN_")}
         env.update(self.settings_env())
         env["KONAN_DATA_DIR"] = str(self.root / "monitor-data")
-        env["KONAN_MONITORING__INGEST_BATCH_SIZE"] = str(self.args.batch_size)
+        if self.args.batch_size:
+            env["KONAN_MONITORING__INGEST_BATCH_SIZE"] = str(self.args.batch_size)
         konan = Path(sys.executable).parent / "konan"
         log = (self.root / "monitor.err").open("ab")
         self.monitor = subprocess.Popen(
@@ -560,7 +561,8 @@ def profile_drain(
     try:
         settings = Settings(
             data_dir=pipe.root / "profile-data",
-            monitoring={"spool_dir": pipe.spool, "ingest_batch_size": pipe.args.batch_size},
+            monitoring={"spool_dir": pipe.spool}
+            | ({"ingest_batch_size": pipe.args.batch_size} if pipe.args.batch_size else {}),
         )
     finally:
         for k, v in saved.items():
@@ -647,7 +649,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per phase")
     parser.add_argument("--connections", type=int, default=16, help="per server")
     parser.add_argument("--rows", type=int, default=1, help="rows per request (and record)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="monitor ingest batch")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="monitor ingest batch (default: Konan's)"
+    )
     parser.add_argument("--server-cpus", default="", help="taskset list for servers")
     parser.add_argument("--wrk-cpus", default="", help="taskset list for wrk")
     parser.add_argument("--pg", default=PG_ADMIN, help="PostgreSQL admin URL")

@@ -143,7 +143,7 @@ class RegistrySettings(_Section):
 class MonitoringSettings(_Section):
     spool_dir: Path | None = None
     raw_retention_days: int = Field(default=30, ge=1)
-    ingest_batch_size: int = Field(default=1000, ge=1)
+    ingest_batch_size: int = Field(default=5000, ge=1)
     metrics_port: int | None = Field(
         default=None,
         ge=1,

@@ -1,18 +1,23 @@
 """The monitor process: moves prediction records from the log stream into prediction_logs.
 
-One loop: read a batch, store it in one unit of work, then dead-letter what could not be stored
-and ack the batch. A batch is acked only after its transaction committed, so a crash or an
-outage at any point leaves the records in the stream to be read again; the idempotent insert
-turns the replay into duplicates that are skipped, never into double rows.
+Per batch: read it, decode and validate it, store it in one unit of work, then dead-letter what
+could not be stored and ack the batch. `run` overlaps two batches (the next one is read and
+validated while the previous one is stored by a thread of its own); a batch is still acked only
+after its transaction committed, in order, so a crash or an outage at any point leaves the
+records in the stream to be read again; the idempotent insert turns the replay into duplicates
+that are skipped, never into double rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,7 +31,7 @@ from konan.core.settings import Settings
 from konan.db import heartbeats, migrate
 from konan.db.engine import make_engine, make_session_factory, unit_of_work
 from konan.monitoring import metrics
-from konan.monitoring.ingest import IngestResult, ingest
+from konan.monitoring.ingest import IngestResult, Prepared, prepare, store
 from konan.monitoring.stream import Batch, Entry, LogStream, decode_record, make_log_stream
 
 log = logging.getLogger("konan.monitoring")
@@ -61,6 +66,7 @@ class MonitorConsumer:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._next_beat = 0.0
+        self._in_flight: tuple[_Work, Future[IngestResult]] | None = None
 
     def run_once(self) -> int:
         """Handle one batch: returns how many records were stored, skipped or dead-lettered.
@@ -71,16 +77,8 @@ class MonitorConsumer:
         batch = self.stream.read(self.batch_size, timeout=self.poll_timeout)
         if not batch.ack_keys:
             return 0
-        records, corrupt = _decode(batch)
-        with unit_of_work(self.session_factory) as session:
-            result = ingest(session, [record for _, record in records], chunk_size=self.batch_size)
-        dead = corrupt + [
-            (records[r.index][0], r.reason, f"{r.reason}: {r.detail}") for r in result.rejected
-        ]
-        # After the commit: a crash here replays the batch, which now only yields duplicates.
-        self.stream.dead_letter([(entry, detail) for entry, _, detail in dead])
-        self.stream.ack(batch)
-        self._account(result, dead)
+        work = self._prepare(batch)
+        self._finish(work, self._store(work))
         return len(batch.entries)
 
     def run(self, stop: threading.Event) -> None:
@@ -99,19 +97,83 @@ class MonitorConsumer:
         warning = self.stream.durability_warning()
         if warning:
             log.warning("%s", warning)
+        storer = ThreadPoolExecutor(1, thread_name_prefix="monitor-store")
         try:
             while not stop.is_set():
                 try:
                     for attempt in retrying:
                         with attempt:
                             if not stop.is_set():  # no extra try after a back-off cut short
-                                self.run_once()
+                                self._step(storer)
                 except Exception:
                     if not stop.is_set():
                         raise
+            try:
+                self._settle(ack=True)
+            except Exception as exc:
+                log.warning(
+                    "monitor stopped before its last batch was stored (it will be read again): %s",
+                    _first_line(exc),
+                )
         finally:
+            self._settle(ack=False)  # only after an error: its batch is read again next time
+            storer.shutdown(wait=True)
             self._forget()
             log.info("monitor %s stopped", self.instance)
+
+    # ---- the pipeline -----------------------------------------------------------------------
+    #
+    # `run` overlaps two batches: while the storer thread writes batch n (COPY, rollups,
+    # commit: mostly waiting on the database, with the GIL released), this thread reads,
+    # decodes and validates batch n+1. Batch n+1 is read past batch n (`read(past=…)`), which
+    # is still unacked. Batches are acked one at a time, in order, each only after its own
+    # commit; if storing fails, neither batch is acked and the next read (without `past`)
+    # starts again from the oldest unacked record: a replay, which yields only duplicates.
+
+    def _step(self, storer: ThreadPoolExecutor) -> None:
+        past = (self._in_flight[0].batch,) if self._in_flight else ()
+        # While a batch is being stored, only take what is already there: a blocking read
+        # would hold back that batch's ack (and the lag) for the poll timeout.
+        timeout = 0.0 if self._in_flight else self.poll_timeout
+        batch = self.stream.read(self.batch_size, timeout=timeout, past=past)
+        work = self._prepare(batch) if batch.ack_keys else None
+        if self._in_flight:
+            self._settle(ack=True)
+        if work is not None:
+            self._in_flight = (work, storer.submit(self._store, work))
+        else:
+            self._beat_if_due()  # idle: between batches, never beside a store
+
+    def _settle(self, *, ack: bool) -> None:
+        """Wait for the batch being stored; with ``ack``, dead-letter and ack it (raises if its
+        store failed). Without, just let it end: nothing is acked, it will be read again."""
+        if self._in_flight is None:
+            return
+        work, future = self._in_flight
+        self._in_flight = None
+        if not ack:
+            with contextlib.suppress(Exception):
+                future.result()
+            return
+        self._finish(work, future.result())
+        self._beat_if_due()
+
+    def _prepare(self, batch: Batch) -> _Work:
+        records, corrupt = _decode(batch)
+        return _Work(batch, records, corrupt, prepare([record for _, record in records]))
+
+    def _store(self, work: _Work) -> IngestResult:
+        with unit_of_work(self.session_factory) as session:
+            return store(session, work.prepared, chunk_size=self.batch_size)
+
+    def _finish(self, work: _Work, result: IngestResult) -> None:
+        dead = work.corrupt + [
+            (work.records[r.index][0], r.reason, f"{r.reason}: {r.detail}") for r in result.rejected
+        ]
+        # After the commit: a crash here replays the batch, which now only yields duplicates.
+        self.stream.dead_letter([(entry, detail) for entry, _, detail in dead])
+        self.stream.ack(work.batch)
+        self._account(result, dead)
 
     # ---- internals ------------------------------------------------------------------------
 
@@ -142,6 +204,16 @@ class MonitorConsumer:
             metrics.LAG_SECONDS.set(max(0.0, time.time() - result.oldest_at))
         if dead:
             log.warning("dead-lettered %d prediction records, first: %s", len(dead), dead[0][2])
+
+
+@dataclass
+class _Work:
+    """One batch on its way through the consumer."""
+
+    batch: Batch
+    records: list[tuple[Entry, Any]]  # decoded, in the order given to `prepare`
+    corrupt: list[tuple[Entry, str, str]]  # (entry, reason, detail): not JSON objects
+    prepared: Prepared
 
 
 def _decode(batch: Batch) -> tuple[list[tuple[Entry, Any]], list[tuple[Entry, str, str]]]:
@@ -201,9 +273,28 @@ def _wait_for_schema(engine: Engine, stop: threading.Event) -> bool:
     return True
 
 
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for the monitor process.
+
+    A batch allocates tens of thousands of containers (decoded records, rows, parameters) that
+    live until it is stored, so with the default thresholds the collector runs dozens of times
+    per batch, and each older-generation pass walks every object the process holds (SQLAlchemy,
+    numpy, the settings...). That was more than half of the time spent decoding a record.
+    Freezing what exists after start-up moves it out of every later pass, and a larger first
+    threshold collects once per few batches instead; the loop makes little cyclic garbage.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD, 20, 20)
+
+
+_GC_THRESHOLD = 100_000  # allocations of containers between young collections (default 700)
+
+
 def run_monitor(settings: Settings, stop: threading.Event) -> None:
     """`konan monitor`: build the engine and the stream from settings and consume until stopped."""
     engine = make_engine(settings.database_url, settings)
+    tune_gc()
     try:
         if not _wait_for_schema(engine, stop):
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -67,6 +67,14 @@ class _Partial(Exception):
     """Raised inside a savepoint to undo an insert that stored only part of a chunk."""
 
 
+@dataclass
+class Prepared:
+    """A batch validated and turned into rows, not stored yet (see `prepare`)."""
+
+    rows: list[tuple[int, _Row]]  # (position in the batch, row)
+    result: IngestResult  # the records already set aside: invalid, or doubled in the batch
+
+
 def ingest(
     session: Session,
     records: Sequence[Mapping[str, Any] | Any],
@@ -74,6 +82,12 @@ def ingest(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> IngestResult:
     """Insert ``records`` (decoded JSON objects) into prediction_logs; flush, never commit."""
+    return store(session, prepare(records), chunk_size=chunk_size)
+
+
+def prepare(records: Sequence[Mapping[str, Any] | Any]) -> Prepared:
+    """Validate ``records`` and build their rows, without the database: the part of `ingest`
+    that the consumer runs for the next batch while the previous one is being stored."""
     result = IngestResult()
     rows: list[tuple[int, _Row]] = []
     seen: set[tuple[str, str]] = set()
@@ -89,10 +103,17 @@ def ingest(
             continue
         seen.add(key)
         rows.append((index, row))
-    if not rows:
-        return result
+    return Prepared(rows, result)
 
-    rows = _drop_unknown_references(session, rows, result)
+
+def store(
+    session: Session, prepared: Prepared, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> IngestResult:
+    """Insert a prepared batch; flush, never commit. May be called again after a failure."""
+    result = replace(prepared.result, rejected=list(prepared.result.rejected))
+    if not prepared.rows:
+        return result
+    rows = _drop_unknown_references(session, prepared.rows, result)
     insert = _insert_for(session)
     for start in range(0, len(rows), chunk_size):
         _insert_chunk(session, insert, rows[start : start + chunk_size], result)
@@ -283,58 +304,57 @@ def _execute_rows(session: Session, insert: Any, params: list[_Row]) -> list[_Ro
     raise _Partial
 
 
-_STAGE = "konan_staged_prediction_logs"
-# The staging table has prediction_logs' column types (`at` is timestamptz there too) and no
-# constraints: the unique key and the foreign keys are checked by the INSERT … SELECT.
-_STAGE_DDL = f"""
-CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    request_id text, deployment_id bigint, model_version_id bigint, role text,
-    at timestamptz, bucket_start bigint, inputs jsonb, outputs jsonb,
-    latency_ms double precision, status_code integer, error text
-) ON COMMIT DELETE ROWS
-"""
-_STAGE_COLUMNS = (
+_COLUMNS = (
     "request_id, deployment_id, model_version_id, role, at, bucket_start, inputs, outputs, "
     "latency_ms, status_code, error"
 )
-_MOVE = sa.text(
-    f"INSERT INTO prediction_logs ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM {_STAGE} "  # noqa: S608 - constant names
-    "ON CONFLICT (request_id, role) DO NOTHING RETURNING request_id, role"
+_COPY = f"COPY prediction_logs ({_COLUMNS}) FROM STDIN"
+_STORED = (
+    "SELECT request_id, role FROM prediction_logs WHERE (request_id, role) IN "
+    "(SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
-_EMPTY_STAGE = sa.text(f"TRUNCATE {_STAGE}")  # for the next chunk of the same transaction
 
 
 def _copy_rows(session: Session, insert: Any, params: list[_Row]) -> list[_Row]:
-    """PostgreSQL: COPY the chunk into a session-private staging table, then move it with one
-    INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING: COPY's transfer (no per-row statement)
-    with the unique (request_id, role) still deciding, and RETURNING naming exactly the rows
-    stored, for the rollups. The staging table lives as long as the connection; it is emptied
-    after each chunk and at commit."""
+    """PostgreSQL: look up which (request_id, role) keys are already stored (one index probe
+    per row), then COPY the others straight into prediction_logs; returns the rows stored.
+
+    The unique key still decides: if another consumer stores one of these keys between the
+    look-up and the COPY, the COPY fails with a unique violation, the caller's savepoint undoes
+    it, and the chunk is stored one record at a time with ON CONFLICT DO NOTHING. COPY replaces
+    a statement per row (and, compared with an INSERT … SELECT … ON CONFLICT from a staging
+    table, the staging table's own COPY and JSON parsing)."""
     import psycopg
 
     raw = session.connection().connection.driver_connection
     assert raw is not None
     try:
         with raw.cursor() as cursor:
-            cursor.execute(_STAGE_DDL)
-            with cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-                for row in params:
-                    copy.write_row(_staged(row))
-    except psycopg.DataError as exc:
+            cursor.execute(
+                _STORED, ([row["request_id"] for row in params], [row["role"] for row in params])
+            )
+            stored = set(cursor.fetchall())
+            new = (
+                [row for row in params if (row["request_id"], row["role"]) not in stored]
+                if stored
+                else params
+            )
+            if new:
+                with cursor.copy(_COPY) as copy:
+                    for row in new:
+                        copy.write_row(_copy_values(row))
+    except psycopg.IntegrityError as exc:
         # Raised by the driver itself (COPY is not a SQLAlchemy statement): translate, so the
         # caller's per-record fallback and the consumer's error handling see the usual types.
-        raise sa.exc.DataError(f"COPY {_STAGE}", None, exc) from exc
+        raise sa.exc.IntegrityError(_COPY, None, exc) from exc
+    except psycopg.DataError as exc:
+        raise sa.exc.DataError(_COPY, None, exc) from exc
     except psycopg.OperationalError as exc:
-        raise sa.exc.OperationalError(f"COPY {_STAGE}", None, exc) from exc
-    returned = session.execute(_MOVE).all()  # fetched at once: a row-by-row fetch costs µs each
-    session.execute(_EMPTY_STAGE)
-    if len(returned) == len(params):
-        return params
-    stored = {(request_id, role) for request_id, role in returned}
-    return [row for row in params if (row["request_id"], row["role"]) in stored]
+        raise sa.exc.OperationalError(_COPY, None, exc) from exc
+    return new
 
 
-def _staged(row: _Row) -> tuple[Any, ...]:
+def _copy_values(row: _Row) -> tuple[Any, ...]:
     return (
         row["request_id"],
         row["deployment_id"],

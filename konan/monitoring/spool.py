@@ -29,7 +29,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,8 +268,9 @@ class SpoolReader:
         self._orphan_check_interval = orphan_check_interval
         self._next_orphan_check = 0.0
 
-    def read(self, max_records: int) -> list[Segment]:
-        """Whole sealed segments, oldest first, up to ``max_records`` lines (at least one)."""
+    def read(self, max_records: int, skip: Collection[str] = ()) -> list[Segment]:
+        """Whole sealed segments, oldest first, up to ``max_records`` lines (at least one);
+        segments named in ``skip`` (read before, not yet deleted) are passed over."""
         if not self._acquire():
             return []
         if time.monotonic() >= self._next_orphan_check:
@@ -278,6 +279,8 @@ class SpoolReader:
         out: list[Segment] = []
         total = 0
         for name in self._sealed_names():
+            if name in skip:
+                continue
             try:
                 data = (self.directory / name).read_bytes()
             except FileNotFoundError:

@@ -129,8 +129,12 @@ class LogStream(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def read(self, max_records: int, timeout: float = 0.0) -> Batch:
-        """Up to about ``max_records`` unacked records, oldest first; waits up to ``timeout`` s."""
+    def read(self, max_records: int, timeout: float = 0.0, *, past: Sequence[Batch] = ()) -> Batch:
+        """Up to about ``max_records`` unacked records, oldest first; waits up to ``timeout`` s.
+
+        ``past``: batches read before and not acked yet because they are still being stored
+        (the consumer's pipeline); their records are not read again. Without it, every unacked
+        record is read again (after a failed store)."""
 
     @abc.abstractmethod
     def ack(self, batch: Batch) -> None:
@@ -209,10 +213,11 @@ class SpoolLogStream(LogStream):
         if self._writer is not None:
             self._writer.seal()
 
-    def read(self, max_records: int, timeout: float = 0.0) -> Batch:
+    def read(self, max_records: int, timeout: float = 0.0, *, past: Sequence[Batch] = ()) -> Batch:
         deadline = time.monotonic() + timeout
+        skip = {name for batch in past for name in batch.ack_keys}
         while True:
-            segments = self.reader.read(max_records)
+            segments = self.reader.read(max_records, skip)
             if segments or time.monotonic() >= deadline:
                 break
             time.sleep(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
@@ -310,11 +315,15 @@ class RedisStreamLogStream(LogStream):
             # doubles are removed by the idempotent insert.
             raise LogStreamUnavailable(f"redis stream {self.stream}: {exc}") from exc
 
-    def read(self, max_records: int, timeout: float = 0.0) -> Batch:
+    def read(self, max_records: int, timeout: float = 0.0, *, past: Sequence[Batch] = ()) -> Batch:
+        # Our own pending entries are re-read from the start, or from after the last entry of
+        # the batches still being stored (normally none: those batches are all we have pending).
+        after = max((_id_key(k) for batch in past for k in batch.ack_keys), default=None)
+        start = "0" if after is None else f"{after[0]}-{after[1]}"
         try:
             self._ensure_group()
             try:
-                return self._read(max_records, timeout)
+                return self._read(max_records, timeout, start)
             except self._response_error as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -330,7 +339,7 @@ class RedisStreamLogStream(LogStream):
                 )
                 self._group_ready = False
                 self._ensure_group()
-                return self._read(max_records, timeout)
+                return self._read(max_records, timeout, "0")
         except self._errors as exc:
             raise LogStreamUnavailable(f"redis stream {self.stream}: {exc}") from exc
 
@@ -409,10 +418,11 @@ class RedisStreamLogStream(LogStream):
                 raise
         self._group_ready = True
 
-    def _read(self, max_records: int, timeout: float) -> Batch:
-        # 1. Our own pending entries: read before but never acked (the store failed).
+    def _read(self, max_records: int, timeout: float, start: str) -> Batch:
+        # 1. Our own pending entries after ``start``: read before but never acked (the store
+        # failed, or the process that had our name died).
         rows: Any = self._client.xreadgroup(
-            self.group, self.consumer, {self.stream: "0"}, count=max_records
+            self.group, self.consumer, {self.stream: start}, count=max_records
         )
         batch = self._batch(_stream_rows(rows))
         if batch.entries:
@@ -456,6 +466,12 @@ class RedisStreamLogStream(LogStream):
             if fields:
                 entries.append(Entry(entry_id, bytes(fields.get(self.FIELD, b""))))
         return Batch(tuple(entries), tuple(keys))
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ("<ms>-<seq>") as a pair that orders as Redis orders ids."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _stream_rows(reply: Any) -> Any:

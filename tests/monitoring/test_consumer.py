@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -229,6 +231,56 @@ def test_the_monitor_keeps_records_while_the_database_is_down_and_stores_them_af
         assert stored(factory) == [(r, "champion") for r in expected]
     finally:
         engine.dispose()
+
+
+def test_a_failed_store_while_the_next_batch_is_prepared_loses_and_doubles_nothing(
+    monitor_settings: Settings,
+    spool_dir: Path,
+    refs: Refs,
+    session_factory: sessionmaker[Session],
+) -> None:
+    # Batches of two 40-record segments (batch size 50); `run` reads batch n+1 while batch n
+    # is being stored. The commit of the second batch fails once: neither it nor the batch
+    # read past it may be acked, and both must be stored once after the retry.
+    writer = SpoolWriter(spool_dir)
+    for start in range(0, 200, 40):
+        writer.append(
+            [
+                encode_record(record(i, refs.deployment_id, refs.model_version_id))
+                for i in range(start, start + 40)
+            ]
+        )
+        writer.seal()
+    writer.close()
+    assert len(sealed(spool_dir)) == 5
+    expected = [f"req-{i:06d}" for i in range(200)]
+    commits: list[str] = []
+
+    def failing_once() -> Session:
+        session = session_factory()
+        commit = session.commit
+
+        def commit_or_fail() -> None:
+            if threading.current_thread().name.startswith("monitor-store"):
+                commits.append("store")
+                if len(commits) == 2:
+                    raise sa.exc.OperationalError("COMMIT", None, Exception("connection lost"))
+            commit()
+
+        session.commit = commit_or_fail  # type: ignore[method-assign]
+        return session
+
+    factory = cast(sessionmaker[Session], failing_once)
+    with SpoolLogStream(spool_dir) as stream:
+        consumer = MonitorConsumer(
+            monitor_settings, factory, stream, poll_timeout=0.05, retry_initial=0.05
+        )
+        with running(consumer):
+            wait_for(lambda: len(stored(session_factory)) == 200, what="every record stored")
+            wait_for(lambda: sealed(spool_dir) == [], what="the segments to be deleted")
+    assert sorted(stored(session_factory)) == [(r, "champion") for r in expected]
+    assert len(commits) >= 4  # three batches stored in the storer thread, one of them twice
+    assert not (spool_dir / DEAD_DIR).exists() or not any((spool_dir / DEAD_DIR).iterdir())
 
 
 def test_the_monitor_heartbeat_shows_while_it_runs_and_is_cleared_on_stop(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +17,12 @@ from konan.monitoring.ingest import (
     INVALID,
     UNKNOWN_DEPLOYMENT,
     UNKNOWN_MODEL_VERSION,
+    IngestResult,
     ingest,
 )
 from konan.monitoring.orm import HealthMinute, PredictionLog
 
-from ._support import record
+from ._support import record, wait_for
 from .conftest import Refs, stored
 
 
@@ -159,7 +161,7 @@ def test_chunks_of_one_transaction_each_store_only_their_own_new_rows(
     session_factory: sessionmaker[Session], refs: Refs
 ) -> None:
     # Several chunks in one unit of work, one of them partly replays: on PostgreSQL each chunk
-    # goes through the staging table, which must be empty again for the next one.
+    # looks up its stored keys first, which must see the earlier chunks of the transaction.
     with unit_of_work(session_factory) as session:
         ingest(session, [record(i, refs.deployment_id) for i in (1, 4)])
     batch = [record(i, refs.deployment_id) for i in range(8)]
@@ -173,6 +175,51 @@ def test_chunks_of_one_transaction_each_store_only_their_own_new_rows(
     with session_factory() as session:
         requests = session.scalar(sa.select(sa.func.sum(HealthMinute.requests)))
     assert requests == 8  # the rollups counted each row once
+
+
+def test_a_row_committed_by_another_consumer_during_the_copy_is_a_duplicate(
+    session_factory: sessionmaker[Session], refs: Refs
+) -> None:
+    # PostgreSQL looks up the stored keys, then COPYs the rest. Another consumer storing one of
+    # them in between (uncommitted at the look-up, committed while the COPY waits on it) must
+    # make that record a duplicate, not a second row nor a failed batch.
+    with session_factory() as probe:
+        if probe.get_bind().dialect.name != "postgresql":
+            pytest.skip("the look-up-then-COPY path is PostgreSQL's")
+    batch = [record(i, refs.deployment_id) for i in range(5)]
+    other = session_factory()
+    other.begin()
+    assert ingest(other, [batch[3]]).inserted == 1  # not committed yet
+    results: list[IngestResult] = []
+
+    def consume() -> None:
+        with unit_of_work(session_factory) as session:
+            results.append(ingest(session, batch))
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    try:
+        wait_for(lambda: _waiting_on_a_lock(session_factory), what="the COPY to wait on the row")
+        other.commit()
+    finally:
+        other.close()
+        thread.join(timeout=30)
+    assert [(r.inserted, r.duplicates, r.rejected) for r in results] == [(4, 1, [])]
+    assert sorted(r for r, _ in stored(session_factory)) == [f"req-{i:06d}" for i in range(5)]
+    with session_factory() as session:
+        requests = session.scalar(sa.select(sa.func.sum(HealthMinute.requests)))
+    assert requests == 5  # each row counted once in the rollups
+
+
+def _waiting_on_a_lock(session_factory: sessionmaker[Session]) -> bool:
+    with session_factory() as session:
+        waiting = session.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
 
 
 def test_a_refused_record_in_a_later_chunk_leaves_the_other_chunks_alone(

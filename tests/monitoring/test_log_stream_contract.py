@@ -63,6 +63,26 @@ def test_a_batch_read_but_not_acked_is_read_again(log_stream: LogStream) -> None
     assert not log_stream.read(100)
 
 
+def test_a_batch_still_being_stored_is_read_past_until_a_read_without_it(
+    log_stream: LogStream,
+) -> None:
+    log_stream.append(payloads(1, 2))
+    log_stream.flush()
+    log_stream.append(payloads(3, 4, 5))
+    log_stream.flush()
+
+    first = log_stream.read(2)
+    second = log_stream.read(100, past=[first])  # the consumer is still storing `first`
+
+    assert [e.payload for e in first.entries] == payloads(1, 2)
+    assert [e.payload for e in second.entries] == payloads(3, 4, 5)
+    assert not log_stream.read(100, past=[first, second])
+    again = log_stream.read(100)  # storing failed: everything unacked comes again, in order
+    assert [e.payload for e in again.entries] == payloads(1, 2, 3, 4, 5)
+    log_stream.ack(again)
+    assert not log_stream.read(100)
+
+
 def test_dead_letters_keep_the_record_and_the_reason(log_stream: LogStream) -> None:
     log_stream.append([b'{"n": 1}', b"not json"])
     log_stream.flush()
