@@ -48,6 +48,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(COMPILE_ENV, "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id exactly as in production (pwdlib, same code paths), at its lowest cost: the
+    production parameters cost ~0.2 s of CPU per hash and per verification, and most tests
+    create an admin and log in. Processes the tests start hash with the production ones."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    from konan.governance import security
+
+    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", cheap)
+        patch.setattr(security, "_DUMMY_HASH", cheap.hash("dummy-password-never-matches"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _compile_onnx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("compile_onnx") is not None:
