@@ -33,6 +33,43 @@ REDIS_URL = os.environ.get("KONAN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 BACKENDS = ["sqlite", "postgresql"]
 
+# Registration compiles scikit-learn models to ONNX in the sandbox (0.5-5 s a version). Tests
+# that are not about that run with it off, in this process and in the processes they start
+# with this environment; tests about it carry `@pytest.mark.compile_onnx`. Run the whole suite
+# with it on: `KONAN_REGISTRY__COMPILE_ONNX=true pytest`.
+COMPILE_ENV = "KONAN_REGISTRY__COMPILE_ONNX"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "compile_onnx: registration compiles scikit-learn models to ONNX (off in other tests)",
+    )
+    os.environ.setdefault(COMPILE_ENV, "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id exactly as in production (pwdlib, same code paths), at its lowest cost: the
+    production parameters cost ~0.2 s of CPU per hash and per verification, and most tests
+    create an admin and log in. Processes the tests start hash with the production ones."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    from konan.governance import security
+
+    cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", cheap)
+        patch.setattr(security, "_DUMMY_HASH", cheap.hash("dummy-password-never-matches"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _compile_onnx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("compile_onnx") is not None:
+        monkeypatch.setenv(COMPILE_ENV, "true")
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:

@@ -138,6 +138,12 @@ class RegistrySettings(_Section):
     sandbox_timeout_seconds: float = Field(default=120.0, gt=0)
     sandbox_memory_mb: int = Field(default=2048, ge=256)
     sample_rows: int = Field(default=200, ge=1, le=500)
+    # Compile scikit-learn models to ONNX at registration (served instead of the original when
+    # it answers identically). Off: registration skips the compile step (faster, no skl2onnx
+    # run) and the original artifact is served; the version's `konan.compile` tag says why.
+    compile_onnx: bool = Field(
+        default=True, description="compile scikit-learn models to ONNX at registration"
+    )
 
 
 class MonitoringSettings(_Section):

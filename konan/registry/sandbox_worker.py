@@ -34,7 +34,7 @@ PHASE = "phase"
 COMPILED = "compiled.onnx"
 PREVIEW_ROWS = 5
 MAX_PROFILE_ROWS = 500
-_COMPILE_FLAVORS = ("sklearn", "pickle", "joblib")
+COMPILE_FLAVORS = ("sklearn", "pickle", "joblib")
 # The validation result, written before the compile step starts: if compiling runs out of
 # CPU time (or is killed), the model still validated and registration goes on without it.
 _validated: dict[str, Any] | None = None
@@ -411,7 +411,7 @@ def _compile(request: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any] | 
     """The compile outcome: ``{"flavor": "onnx", "file", "sha256", …}`` or ``{"skipped": why}``;
     None when the flavor is not one Konan compiles (ONNX already, custom Python)."""
     model = kept.get("model")
-    if model is None or model.flavor not in _COMPILE_FLAVORS:
+    if model is None or model.flavor not in COMPILE_FLAVORS:
         return None
     _phase("compile")
     try:

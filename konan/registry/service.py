@@ -9,6 +9,7 @@ The sandbox also compiles scikit-learn models to ONNX (kept only when it answers
 original on the reference sample; stored content-addressed like the original, recorded in
 `compiled_flavor`/`compiled_sha256`, or the reason it was not in the `konan.compile` tag) and
 the original's predictions on that sample become the version's `prediction_profile`.
+`KONAN_REGISTRY__COMPILE_ONNX=false` skips the compile step (the tag says so).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from konan.registry.orm import (
 )
 from konan.registry.sample import write_sample
 from konan.registry.sandbox import SandboxLimits, ValidationReport, validate_model
+from konan.registry.sandbox_worker import COMPILE_FLAVORS
 from konan.registry.schemas import (
     IMMUTABLE_VERSION_FIELDS,
     AliasSet,
@@ -60,6 +62,9 @@ from konan.registry.uploads import Received, WorkDir
 
 PICKLE_FLAVORS = frozenset({"pickle", "joblib"})
 COMPILE_TAG = "konan.compile"  # why a version has no compiled artifact (set at registration)
+COMPILE_DISABLED = (
+    "disabled by setting (KONAN_REGISTRY__COMPILE_ONNX=false): the original artifact is served"
+)
 PREDICTION = "__prediction__"
 
 
@@ -409,7 +414,7 @@ def validate_upload(
         trusted_types=[*settings.registry.skops_trusted_types, *metadata.trusted_types],
         allow_pickle=metadata.trusted,
         limits=sandbox_limits(settings),
-        compiled_dest=workdir.path / "compiled.onnx",
+        compiled_dest=workdir.path / "compiled.onnx" if settings.registry.compile_onnx else None,
     )
     signature = _signature(metadata, report, profile, columns)
     compiled = None
@@ -426,9 +431,16 @@ def validate_upload(
         signature,
         compiled=compiled,
         compiled_flavor=report.compiled.flavor if report.compiled is not None else None,
-        compile_skipped=report.compile_skipped,
+        compile_skipped=report.compile_skipped or _compile_disabled(flavor, settings),
         prediction_profile=prediction_profile(report, signature) if sample is not None else None,
     )
+
+
+def _compile_disabled(flavor: str, settings: Settings) -> str | None:
+    """Why a version of a flavor Konan compiles was not compiled, when the operator said not to."""
+    if settings.registry.compile_onnx or flavor not in COMPILE_FLAVORS:
+        return None
+    return COMPILE_DISABLED
 
 
 def record_version(

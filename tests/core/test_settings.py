@@ -28,6 +28,17 @@ def test_embedded_default_keeps_everything_under_the_data_dir(tmp_path: Path) ->
     assert s.spool_dir == tmp_path.resolve() / "spool"
 
 
+def test_compiling_at_registration_is_on_unless_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(data_dir=tmp_path).registry.compile_onnx is True
+    monkeypatch.setenv("KONAN_REGISTRY__COMPILE_ONNX", "false")
+    assert load_settings(data_dir=tmp_path).registry.compile_onnx is False
+    monkeypatch.setenv("KONAN_REGISTRY__COMPILE_ONNX", "maybe")
+    with pytest.raises(ConfigError, match="KONAN_REGISTRY__COMPILE_ONNX"):
+        load_settings(data_dir=tmp_path)
+
+
 def test_nested_env_vars_override_sections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KONAN_DATABASE__URL", "postgresql+psycopg://u@db/konan")
     monkeypatch.setenv("KONAN_RUNTIME__KIND", "kubernetes")

@@ -19,6 +19,10 @@ import konan
 from tests.e2e.test_konan_up import Up
 from tests.registry import builders
 
+# The journey registers and serves compiled artifacts, as a default install does (`Up` also
+# starts `konan up` without the test run's KONAN_* variables).
+pytestmark = pytest.mark.compile_onnx
+
 PASSWORD = "journey-admin-password"
 ROWS = [{"a": 0.5, "b": -1.0, "c": 0.25, "d": 2.0}]
 
@@ -106,7 +110,8 @@ def test_canary_promote_rollback_under_load_without_a_failed_request(
     first = builders.numeric_classifier(frame)
     second = builders.numeric_classifier(frame.assign(y=1 - frame["y"]))
     for model in (first, second):
-        client.register_model(model, name="churn", reference_data=frame, target="y")
+        registered = client.register_model(model, name="churn", reference_data=frame, target="y")
+        assert registered["compiled"]["flavor"] == "onnx", registered["compiled"]
     deployed = client.deploy("churn-live", model="churn", version=1, wait=90)
     assert deployed["status"] == "ready"
     key = client.create_api_key("load", deployments=["churn-live"])["key"]

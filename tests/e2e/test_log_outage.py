@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 import konan
 from konan.core.settings import Settings
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import COMPILE_ENV, PG_ADMIN_URL
 from tests.e2e.test_konan_up import free_port
 from tests.registry import builders
 
@@ -296,6 +296,9 @@ class ScaleOut:
         _prepare(self.settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONAN_")}
         env.update(self.settings.child_env())
+        # Not about compiling: the test run's setting (tests/conftest.py), which child_env leaves
+        # out (it carries no registry settings).
+        env[COMPILE_ENV] = str(self.settings.registry.compile_onnx).lower()
         env["PYTHONUNBUFFERED"] = "1"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []

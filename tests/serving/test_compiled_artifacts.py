@@ -28,6 +28,8 @@ from tests.serving.serving_harness import (
     spec,
 )
 
+pytestmark = pytest.mark.compile_onnx  # about compiled artifacts: KONAN_REGISTRY__COMPILE_ONNX on
+
 KEY = "kn_compiled_artifacts_key_0001"
 ROWS = 1000
 
