@@ -110,6 +110,7 @@ def run(app: Any, body: bytes, secret: str, calls: int) -> int:
         None,
     )
     bad = 0
+    last: Any = None
     loop = asyncio.new_event_loop()
     for _ in range(calls):
         ticket = app.head(head)
@@ -118,9 +119,10 @@ def run(app: Any, body: bytes, secret: str, calls: int) -> int:
             answer = loop.run_until_complete(answer)
         if answer.status != 200:
             bad += 1
+            last = answer
     loop.close()
     if bad:
-        raise RuntimeError(f"{bad} answers were not 200")
+        raise RuntimeError(f"{bad} answers were not 200, e.g. {last.status} {last.body[:300]!r}")
     return calls
 
 
