@@ -322,53 +322,39 @@ def start_konan(
     )
 
 
-def start_bare(root: Path, model: str, skops_path: Path, cpus: str | None) -> Server:
-    home = root / f"bare-{model}"
+def _start_local(
+    system: str, model: str, root: Path, script: str, args: list[str], cpus: str | None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """A baseline server from bench/peers/ in this venv (`--port` added); waits for /healthz and
+    returns the process, its base URL and its folder."""
+    home = root / f"{system}-{model}"
     home.mkdir(parents=True)
     port = free_port()
-    cmd = [
-        sys.executable,
-        str(BENCH / "peers" / "bare_fastapi.py"),
-        "--model",
-        str(skops_path),
-        "--port",
-        str(port),
-    ]
+    cmd = [sys.executable, str(BENCH / "peers" / script), *args, "--port", str(port)]
     out_path, err_path = home / "server.out", home / "server.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=err, cwd=ROOT)
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"bare exited early:\n{err_path.read_text()}")
+            raise RuntimeError(f"{system} exited early:\n{err_path.read_text()}")
         return http_status(f"http://127.0.0.1:{port}/healthz") == 200
 
     wait_for(up, timeout=60)
-    return Server("bare", model, proc, proc.pid, f"http://127.0.0.1:{port}/predict", None, home)
+    return proc, f"http://127.0.0.1:{port}", home
+
+
+def start_bare(root: Path, model: str, skops_path: Path, cpus: str | None) -> Server:
+    args = ["--model", str(skops_path)]
+    proc, base, home = _start_local("bare", model, root, "bare_fastapi.py", args, cpus)
+    return Server("bare", model, proc, proc.pid, f"{base}/predict", None, home)
 
 
 def start_probe(root: Path, model: str, onnx_path: Path, secret: str, cpus: str | None) -> Server:
-    home = root / f"probe-{model}"
-    home.mkdir(parents=True)
-    port = free_port()
-    cmd = [
-        sys.executable,
-        str(BENCH / "peers" / "asgi_probe.py"),
-        *("--model", str(onnx_path), "--port", str(port), "--features", str(N_FEATURES)),
-        *("--key-sha256", hashlib.sha256(secret.encode()).hexdigest()),
-    ]
-    out_path, err_path = home / "server.out", home / "server.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=err, cwd=ROOT)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"probe exited early:\n{err_path.read_text()}")
-        return http_status(f"http://127.0.0.1:{port}/healthz") == 200
-
-    wait_for(up, timeout=60)
-    url = f"http://127.0.0.1:{port}/predict"
-    return Server("probe", model, proc, proc.pid, url, f"Bearer {secret}", home)
+    args = ["--model", str(onnx_path), "--features", str(N_FEATURES)]
+    args += ["--key-sha256", hashlib.sha256(secret.encode()).hexdigest()]
+    proc, base, home = _start_local("probe", model, root, "asgi_probe.py", args, cpus)
+    return Server("probe", model, proc, proc.pid, f"{base}/predict", f"Bearer {secret}", home)
 
 
 def _start_peer(

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -322,12 +322,18 @@ def _is_json(content_type: bytes) -> bool:
 @dataclass(slots=True, eq=False)
 class _Predict:
     """A predict request admitted at head time (key, deployment, media type, declared size):
-    what `finish` needs once the body is in."""
+    what `finish` needs once the body is in, then what it found (version, rows) for the answer
+    and the log record."""
 
     started: float
     table: RoutingTable
     request_id: str
     sticky: bytes | None
+    version: LoadedVersion = field(init=False)
+    role: Role = field(init=False)
+    rows: list[Any] = field(init=False)
+    checked: Checked = field(init=False)
+    at: float = field(init=False)
 
 
 class ServingApp:
@@ -521,62 +527,48 @@ class ServingApp:
     def finish(self, ticket: _Predict, body: bytes) -> Response | Awaitable[Response]:
         table = ticket.table
         try:
-            rows = parse_body(body, table.max_batch_rows)
+            ticket.rows = parse_body(body, table.max_batch_rows)
             version, role = table.choose(ticket.sticky)
-            checked = version.checker.validate(rows)
+            ticket.version, ticket.role = version, role
+            ticket.checked = version.checker.validate(ticket.rows)
         except Rejected as exc:
             return self._rejected(exc, ticket.request_id)
-        at = time.time()
+        ticket.at = time.time()
         if version.offload:
-            return self._offloaded(ticket, version, role, rows, checked, at)
+            return self._offloaded(ticket)
         try:
-            labels, proba = version.predict(checked)
+            labels, proba = version.predict(ticket.checked)
         except Exception as exc:
-            return self._model_failed(ticket, version, role, rows, at, exc)
-        return self._answer(ticket, version, role, rows, checked, at, labels, proba)
+            return self._model_failed(ticket, exc)
+        return self._answer(ticket, labels, proba)
 
-    async def _offloaded(
-        self,
-        ticket: _Predict,
-        version: LoadedVersion,
-        role: Role,
-        rows: list[Any],
-        checked: Checked,
-        at: float,
-    ) -> Response:
+    async def _offloaded(self, ticket: _Predict) -> Response:
         replica = self.replica
         replica.in_flight += 1
         try:
             loop = asyncio.get_running_loop()
-            labels, proba = await loop.run_in_executor(replica.model_pool, version.predict, checked)
+            labels, proba = await loop.run_in_executor(
+                replica.model_pool, ticket.version.predict, ticket.checked
+            )
         except Exception as exc:
-            return self._model_failed(ticket, version, role, rows, at, exc)
+            return self._model_failed(ticket, exc)
         finally:
             replica.in_flight -= 1
-        return self._answer(ticket, version, role, rows, checked, at, labels, proba)
+        return self._answer(ticket, labels, proba)
 
-    def _answer(
-        self,
-        ticket: _Predict,
-        version: LoadedVersion,
-        role: Role,
-        rows: list[Any],
-        checked: Checked,
-        at: float,
-        labels: Any,
-        proba: Any,
-    ) -> Response:
+    def _answer(self, ticket: _Predict, labels: Any, proba: Any) -> Response:
         replica = self.replica
         metrics = self.metrics
         table = ticket.table
         request_id = ticket.request_id
+        version, role, rows, at = ticket.version, ticket.role, ticket.rows, ticket.at
         predictions = jsonable(labels)
         outputs: dict[str, Any] = {"predictions": predictions}
         response: dict[str, Any] = {"predictions": predictions}
         if proba is not None:
             outputs["probabilities"] = response["probabilities"] = jsonable(proba)
-        if checked.unseen:
-            outputs["flags"] = {"unseen_categories": checked.unseen}
+        if ticket.checked.unseen:
+            outputs["flags"] = {"unseen_categories": ticket.checked.unseen}
         response["request_id"] = request_id
         response["model_version"] = version.version
         latency = time.perf_counter() - ticket.started
@@ -625,15 +617,8 @@ class ServingApp:
             ),
         )
 
-    def _model_failed(
-        self,
-        ticket: _Predict,
-        version: LoadedVersion,
-        role: Role,
-        rows: list[Any],
-        at: float,
-        exc: Exception,
-    ) -> Response:
+    def _model_failed(self, ticket: _Predict, exc: Exception) -> Response:
+        version, role = ticket.version, ticket.role
         replica = self.replica
         replica.model_error(version, exc)
         latency = time.perf_counter() - ticket.started
@@ -642,8 +627,8 @@ class ServingApp:
             "deployment_id": ticket.table.deployment_id,
             "model_version_id": version.model_version_id,
             "role": "canary" if role == "canary" else "champion",
-            "at": at,
-            "inputs": rows,
+            "at": ticket.at,
+            "inputs": ticket.rows,
             "outputs": {},
             "latency_ms": latency * 1000.0,
             "status_code": 500,

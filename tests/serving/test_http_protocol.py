@@ -40,6 +40,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     keys.stop()
 
 
+@pytest.fixture
+def conn(server: ServerProcess) -> Iterator[Conn]:
+    connection = Conn(server)
+    yield connection
+    connection.close()
+
+
 class Answer:
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
@@ -107,130 +114,98 @@ def predict_request(body: bytes, *, key: str = KEY, request_id: str = "", extra:
 GOOD = orjson.dumps({"inputs": [ROW]})
 
 
-def test_pipelined_requests_are_answered_in_order_on_one_connection(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(
-            predict_request(GOOD, request_id="pipe-1")
-            + predict_request(GOOD, key="kn_wrong_key_000000000000000", request_id="pipe-2")
-            + b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
-            + predict_request(GOOD, request_id="pipe-4")
-        )
-        answers = [conn.read() for _ in range(4)]
-        assert [a.status for a in answers] == [200, 401, 200, 200]
-        assert answers[0].headers["x-request-id"] == "pipe-1"
-        assert answers[1].headers["x-request-id"] == "pipe-2"
-        assert orjson.loads(answers[2].body) == {"status": "ok"}
-        assert answers[3].headers["x-request-id"] == "pipe-4"
-        assert orjson.loads(answers[3].body)["predictions"] in ([0], [1])
-        # Still open and usable.
-        conn.send(predict_request(GOOD))
-        assert conn.read().status == 200
-    finally:
-        conn.close()
+def test_pipelined_requests_are_answered_in_order_on_one_connection(conn: Conn) -> None:
+    conn.send(
+        predict_request(GOOD, request_id="pipe-1")
+        + predict_request(GOOD, key="kn_wrong_key_000000000000000", request_id="pipe-2")
+        + b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+        + predict_request(GOOD, request_id="pipe-4")
+    )
+    answers = [conn.read() for _ in range(4)]
+    assert [a.status for a in answers] == [200, 401, 200, 200]
+    assert answers[0].headers["x-request-id"] == "pipe-1"
+    assert answers[1].headers["x-request-id"] == "pipe-2"
+    assert orjson.loads(answers[2].body) == {"status": "ok"}
+    assert answers[3].headers["x-request-id"] == "pipe-4"
+    assert orjson.loads(answers[3].body)["predictions"] in ([0], [1])
+    # Still open and usable.
+    conn.send(predict_request(GOOD))
+    assert conn.read().status == 200
 
 
-def test_a_body_sent_in_pieces_is_read_whole(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        request = predict_request(GOOD, request_id="pieces")
-        for i in range(0, len(request), 7):
-            conn.send(request[i : i + 7])
-            time.sleep(0.001)
-        answer = conn.read()
-        assert answer.status == 200
-        assert answer.headers["x-request-id"] == "pieces"
-    finally:
-        conn.close()
+def test_a_body_sent_in_pieces_is_read_whole(conn: Conn) -> None:
+    request = predict_request(GOOD, request_id="pieces")
+    for i in range(0, len(request), 7):
+        conn.send(request[i : i + 7])
+        time.sleep(0.001)
+    answer = conn.read()
+    assert answer.status == 200
+    assert answer.headers["x-request-id"] == "pieces"
 
 
-def test_a_chunked_body_is_accepted(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        half = len(GOOD) // 2
-        chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
-            half,
-            GOOD[:half],
-            len(GOOD) - half,
-            GOOD[half:],
-        )
-        conn.send(
-            b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-            + chunks
-        )
-        assert conn.read().status == 200
-    finally:
-        conn.close()
+def test_a_chunked_body_is_accepted(conn: Conn) -> None:
+    half = len(GOOD) // 2
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        half,
+        GOOD[:half],
+        len(GOOD) - half,
+        GOOD[half:],
+    )
+    conn.send(
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + chunks
+    )
+    assert conn.read().status == 200
 
 
-def test_expect_100_continue_gets_continue_then_the_answer(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        head = predict_request(b"", extra="Expect: 100-continue\r\n").replace(
-            b"Content-Length: 0", b"Content-Length: %d" % len(GOOD)
-        )
-        conn.send(head)
-        assert conn.read().status == 100
-        conn.send(GOOD)
-        assert conn.read().status == 200
-    finally:
-        conn.close()
+def test_expect_100_continue_gets_continue_then_the_answer(conn: Conn) -> None:
+    head = predict_request(b"", extra="Expect: 100-continue\r\n").replace(
+        b"Content-Length: 0", b"Content-Length: %d" % len(GOOD)
+    )
+    conn.send(head)
+    assert conn.read().status == 100
+    conn.send(GOOD)
+    assert conn.read().status == 200
 
 
-def test_expect_100_continue_refused_at_the_head_answers_and_closes(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        head = predict_request(
-            b"", key="kn_wrong_key_000000000000000", extra="Expect: 100-continue\r\n"
-        )
-        head = head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(GOOD))
-        conn.send(head)  # the body is never sent: the client waits for 100 Continue
-        answer = conn.read()
-        assert answer.status == 401
-        assert answer.headers["connection"] == "close"
-        assert conn.closed()
-    finally:
-        conn.close()
+def test_expect_100_continue_refused_at_the_head_answers_and_closes(conn: Conn) -> None:
+    head = predict_request(
+        b"", key="kn_wrong_key_000000000000000", extra="Expect: 100-continue\r\n"
+    )
+    head = head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(GOOD))
+    conn.send(head)  # the body is never sent: the client waits for 100 Continue
+    answer = conn.read()
+    assert answer.status == 401
+    assert answer.headers["connection"] == "close"
+    assert conn.closed()
 
 
 def test_head_answers_headers_without_a_body_and_keeps_the_connection(
-    server: ServerProcess,
+    conn: Conn,
 ) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        answer = conn.read(head=True)
-        assert answer.status == 200
-        assert int(answer.headers["content-length"]) > 0
-        conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert orjson.loads(conn.read().body) == {"status": "ok"}
-    finally:
-        conn.close()
+    conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    answer = conn.read(head=True)
+    assert answer.status == 200
+    assert int(answer.headers["content-length"]) > 0
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert orjson.loads(conn.read().body) == {"status": "ok"}
 
 
-def test_http_1_0_gets_its_answer_and_the_connection_closes(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(b"GET /healthz HTTP/1.0\r\n\r\n")
-        answer = conn.read()
-        assert answer.status == 200
-        assert answer.headers["connection"] == "close"
-        assert conn.closed()
-    finally:
-        conn.close()
+def test_http_1_0_gets_its_answer_and_the_connection_closes(conn: Conn) -> None:
+    conn.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+    answer = conn.read()
+    assert answer.status == 200
+    assert answer.headers["connection"] == "close"
+    assert conn.closed()
 
 
-def test_connection_close_from_the_client_is_honoured(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(predict_request(GOOD, extra="Connection: close\r\n"))
-        answer = conn.read()
-        assert answer.status == 200
-        assert answer.headers["connection"] == "close"
-        assert conn.closed()
-    finally:
-        conn.close()
+def test_connection_close_from_the_client_is_honoured(conn: Conn) -> None:
+    conn.send(predict_request(GOOD, extra="Connection: close\r\n"))
+    answer = conn.read()
+    assert answer.status == 200
+    assert answer.headers["connection"] == "close"
+    assert conn.closed()
 
 
 @pytest.mark.parametrize(
@@ -242,62 +217,46 @@ def test_connection_close_from_the_client_is_honoured(server: ServerProcess) -> 
     ],
     ids=["garbage", "bad-content-length", "bad-version"],
 )
-def test_a_malformed_request_is_400_json_and_closed(server: ServerProcess, raw: bytes) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(raw)
-        answer = conn.read()
-        assert answer.status == 400
-        assert orjson.loads(answer.body)["code"] == "bad_request"
-        assert conn.closed()
-    finally:
-        conn.close()
+def test_a_malformed_request_is_400_json_and_closed(conn: Conn, raw: bytes) -> None:
+    conn.send(raw)
+    answer = conn.read()
+    assert answer.status == 400
+    assert orjson.loads(answer.body)["code"] == "bad_request"
+    assert conn.closed()
 
 
-def test_headers_over_the_limit_are_431_and_closed(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
-        answer = conn.read()
-        assert answer.status == 431
-        assert conn.closed()
-    finally:
-        conn.close()
+def test_headers_over_the_limit_are_431_and_closed(conn: Conn) -> None:
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    answer = conn.read()
+    assert answer.status == 431
+    assert conn.closed()
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_the_client_gets_the_answer(
-    server: ServerProcess,
+    conn: Conn,
 ) -> None:
     """No Content-Length to refuse up front: the server counts while it reads, answers 413 once
     the limit is passed, and keeps draining what the client still sends so the answer is not
     lost to a connection reset."""
-    conn = Conn(server)
-    try:
-        conn.send(
-            b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-        )
-        piece = b"%x\r\n%s\r\n" % (1024 * 1024, b" " * (1024 * 1024))
-        for _ in range(17):  # 17 MiB, over the 16 MiB default
-            conn.send(piece)
-        answer = conn.read()
-        assert answer.status == 413
-        assert orjson.loads(answer.body)["code"] == "payload_too_large"
-        assert conn.closed()
-    finally:
-        conn.close()
+    conn.send(
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    piece = b"%x\r\n%s\r\n" % (1024 * 1024, b" " * (1024 * 1024))
+    for _ in range(17):  # 17 MiB, over the 16 MiB default
+        conn.send(piece)
+    answer = conn.read()
+    assert answer.status == 413
+    assert orjson.loads(answer.body)["code"] == "payload_too_large"
+    assert conn.closed()
 
 
-def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(server: ServerProcess) -> None:
-    conn = Conn(server)
-    try:
-        conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert conn.read().status == 200
-        started = time.monotonic()
-        assert conn.closed(timeout=15)
-        assert 3.0 <= time.monotonic() - started <= 10.0  # uvicorn's default: 5 s
-    finally:
-        conn.close()
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(conn: Conn) -> None:
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert conn.read().status == 200
+    started = time.monotonic()
+    assert conn.closed(timeout=15)
+    assert 3.0 <= time.monotonic() - started <= 10.0  # uvicorn's default: 5 s
 
 
 def test_many_connections_each_get_their_answers(server: ServerProcess) -> None:
