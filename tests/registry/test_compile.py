@@ -84,18 +84,23 @@ def compiled_answers(reg: Registry, sha256: str, tmp_path: Path) -> Any:
     return load_onnx(path)
 
 
+def registered(
+    registry: Registry, artifact: bytes, reference: pd.DataFrame, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """A new model with `artifact` as its first version and `reference` (as CSV) as its
+    reference data; the registration's 201 body."""
+    registry.create_model()
+    response = registry.upload(artifact, metadata=metadata, reference=builders.csv_bytes(reference))
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def test_a_logistic_regression_is_compiled_and_its_predictions_profiled(
     registry: Registry, numbers: pd.DataFrame, tmp_path: Path
 ) -> None:
     model = builders.numeric_classifier(numbers)
-    registry.create_model()
-    response = registry.upload(
-        builders.skops_bytes(model),
-        metadata={"target": "y"},
-        reference=builders.csv_bytes(numbers),
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
+    body = registered(registry, builders.skops_bytes(model), numbers, {"target": "y"})
     compiled = body["compiled"]
     assert compiled["flavor"] == "onnx"
     assert compiled["skipped"] is None
@@ -130,29 +135,22 @@ def test_a_random_forest_is_compiled(local_registry: Registry, numbers: pd.DataF
 
     features = numbers[["a", "b", "c", "d"]]
     model = RandomForestClassifier(100, max_depth=10, random_state=0).fit(features, numbers["y"])
-    local_registry.create_model()
-    response = local_registry.upload(
+    body = registered(
+        local_registry,
         builders.skops_bytes(model),
-        metadata={"target": "y", "trusted_types": FOREST},
-        reference=builders.csv_bytes(numbers),
+        numbers,
+        {"target": "y", "trusted_types": FOREST},
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["compiled"]["flavor"] == "onnx"
-    assert row(local_registry)["compiled_sha256"] == response.json()["compiled"]["sha256"]
+    assert body["compiled"]["flavor"] == "onnx"
+    assert row(local_registry)["compiled_sha256"] == body["compiled"]["sha256"]
 
 
 def test_a_column_transformer_pipeline_with_strings_is_compiled_one_input_per_column(
     local_registry: Registry, churn: pd.DataFrame, tmp_path: Path
 ) -> None:
     model = builders.pipeline_classifier(churn)
-    local_registry.create_model()
-    response = local_registry.upload(
-        builders.skops_bytes(model),
-        metadata={"target": "churned"},
-        reference=builders.csv_bytes(churn),
-    )
-    assert response.status_code == 201, response.text
-    compiled = response.json()["compiled"]
+    body = registered(local_registry, builders.skops_bytes(model), churn, {"target": "churned"})
+    compiled = body["compiled"]
     assert compiled["flavor"] == "onnx", compiled
     onnx_model = compiled_answers(local_registry, compiled["sha256"], tmp_path)
     # The inputs are the signature's feature names, which the model server validates.
@@ -225,14 +223,7 @@ def test_a_model_skl2onnx_cannot_convert_registers_with_the_reason(
 def test_a_conversion_that_flips_labels_in_float32_is_refused(local_registry: Registry) -> None:
     frame = builders.float32_flipping_frame()
     artifact = builders.skops_bytes(builders.float32_flipping_classifier())
-    local_registry.create_model()
-    response = local_registry.upload(
-        artifact,
-        metadata={"target": "y"},
-        reference=builders.csv_bytes(frame),
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
+    body = registered(local_registry, artifact, frame, {"target": "y"})
     assert body["compiled"]["flavor"] is None
     assert "labels differ from the original's on 100 of 200 rows" in body["compiled"]["skipped"]
     assert row(local_registry)["compiled_sha256"] is None
@@ -272,14 +263,13 @@ def test_without_reference_data_nothing_is_compiled_or_profiled(
 def test_onnx_and_custom_models_are_not_compiled(
     local_registry: Registry, numbers: pd.DataFrame
 ) -> None:
-    local_registry.create_model()
-    response = local_registry.upload(
+    body = registered(
+        local_registry,
         builders.onnx_bytes(builders.numeric_classifier(numbers)),
-        metadata={"target": "y"},
-        reference=builders.csv_bytes(numbers),
+        numbers,
+        {"target": "y"},
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["compiled"] is None
+    assert body["compiled"] is None
     assert row(local_registry)["prediction_profile"]["rows"] == SAMPLE_ROWS
 
 
@@ -342,15 +332,14 @@ def test_the_setting_turns_compiling_on_over_the_environment(
 ) -> None:
     monkeypatch.setenv("KONAN_REGISTRY__COMPILE_ONNX", "false")
     for reg in _registry(request, tmp_path, db_url, engine, "local", compile_onnx=True):
-        reg.create_model()
-        response = reg.upload(
+        body = registered(
+            reg,
             builders.skops_bytes(builders.numeric_classifier(numbers)),
-            metadata={"target": "y"},
-            reference=builders.csv_bytes(numbers),
+            numbers,
+            {"target": "y"},
         )
-        assert response.status_code == 201, response.text
-        assert response.json()["compiled"]["flavor"] == "onnx"
-        assert "konan.compile" not in response.json()["tags"]
+        assert body["compiled"]["flavor"] == "onnx"
+        assert "konan.compile" not in body["tags"]
         assert len(stored_objects(reg)) == 3
 
 
